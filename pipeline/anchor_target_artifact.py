@@ -1,0 +1,89 @@
+"""The anchor-target artifact: per image, per anchor of the canvas grid, a label and a target.
+
+Arrays (N images, a Hf x Wf feature grid over the prepared canvas, A anchors per cell):
+  anchors  [Hf, Wf, A, 4] float32  the canvas anchors, [x1, y1, x2, y2], the head's output order
+  labels   [N, Hf, Wf, A] int8     -1 ignore, 0 background, 1 foreground (before sampling)
+  deltas   [N, Hf, Wf, A, 4] float32  (dx, dy, dw, dh) to the matched gt; zero unless foreground
+
+Anchors are laid on the whole padded canvas, so every image shares one grid; cells beyond an
+image's own size hold anchors that cross its border, which are ignored (-1) like any other.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+from pipeline.anchors import base_anchors, grid_anchors
+from pipeline.config import AnchorParams, AnchorTargetParams, StoreParams, to_dict
+from pipeline.errors import ParamError
+from pipeline.prepared import PreparedDataset
+from pipeline.store import ArtifactWriter, Provenance, iter_blocks
+from pipeline.targets import IGNORE, anchor_targets
+
+STAGE = "anchor_targets"
+
+
+def feature_grid(canvas: tuple[int, int], stride: int) -> tuple[int, int]:
+    height, width = canvas
+    if height % stride or width % stride:
+        raise ParamError(
+            f"params.yaml: 'anchors.stride' is {stride}; allowed: a divisor of the prepared "
+            f"canvas {height}x{width}"
+        )
+    return height // stride, width // stride
+
+
+def write_anchor_targets(
+    prepared: PreparedDataset,
+    anchors_params: AnchorParams,
+    target_params: AnchorTargetParams,
+    store: StoreParams,
+    out: Path,
+) -> dict[str, int]:
+    grid = feature_grid(prepared.canvas, anchors_params.stride)
+    base = base_anchors(anchors_params.stride, anchors_params.ratios, anchors_params.scales)
+    anchors = grid_anchors(base, *grid, anchors_params.stride)
+    flat_anchors = anchors.reshape(-1, 4)
+    provenance = Provenance(
+        STAGE,
+        params={
+            "anchors": to_dict(anchors_params),
+            "anchor_targets": to_dict(target_params),
+            "store": to_dict(store),
+        },
+        inputs={"prepared": prepared.fingerprint},
+    )
+    writer = ArtifactWriter(out, provenance)
+    n, shape = len(prepared), (*grid, anchors_params.num_anchors)
+    writer.array("anchors", anchors.shape, np.float32)[...] = anchors.numpy()
+    labels = writer.array(
+        "labels", (n, *shape), np.int8, shard_items=store.shard_size, fill_value=IGNORE
+    )
+    deltas = writer.array("deltas", (n, *shape, 4), np.float32, shard_items=store.shard_size)
+
+    def targets_of(i: int) -> dict[str, np.ndarray]:
+        height, width = (int(v) for v in prepared.image_sizes[i])
+        label, delta = anchor_targets(
+            flat_anchors,
+            prepared.boxes(i),
+            (height, width),
+            target_params.fg_iou,
+            target_params.bg_iou,
+            target_params.allowed_border,
+        )
+        return {"labels": label.reshape(shape).numpy(), "deltas": delta.reshape(*shape, 4).numpy()}
+
+    writer.write_sharded({"labels": labels, "deltas": deltas}, targets_of, desc=STAGE)
+    counts = _label_counts(labels)
+    writer.commit(summary={"counts": counts})
+    return counts
+
+
+def _label_counts(labels: zarr.Array) -> dict[str, int]:
+    counts = np.zeros(3, dtype=np.int64)
+    for block in iter_blocks(labels):
+        counts += np.bincount(block.ravel().astype(np.int64) - IGNORE, minlength=3)
+    return dict(zip(("ignore", "background", "foreground"), counts.tolist(), strict=True))

@@ -1,0 +1,57 @@
+"""Box coding in torchvision's [x1, y1, x2, y2] order (continuous pixel coordinates).
+
+Deltas follow the paper (eq. 2): tx = (x - xa) / wa, ty = (y - ya) / ha, tw = log(w / wa),
+th = log(h / ha), divided by per-coordinate stds where the caller normalises them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+# exp() of a larger delta would blow a box past any image; the cap py-faster-rcnn and
+# torchvision use.
+MAX_LOG_SCALE = math.log(1000.0 / 16)
+
+
+def widths_heights_centres(boxes: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    w = boxes[..., 2] - boxes[..., 0]
+    h = boxes[..., 3] - boxes[..., 1]
+    return w, h, boxes[..., 0] + 0.5 * w, boxes[..., 1] + 0.5 * h
+
+
+def encode(
+    reference: Tensor, target: Tensor, stds: tuple[float, float, float, float] = (1, 1, 1, 1)
+) -> Tensor:
+    """Deltas that move each `reference` box onto the `target` box at the same index."""
+    wa, ha, xa, ya = widths_heights_centres(reference)
+    w, h, x, y = widths_heights_centres(target)
+    deltas = torch.stack(
+        ((x - xa) / wa, (y - ya) / ha, torch.log(w / wa), torch.log(h / ha)), dim=-1
+    )
+    return deltas / deltas.new_tensor(stds)
+
+
+def decode(
+    reference: Tensor, deltas: Tensor, stds: tuple[float, float, float, float] = (1, 1, 1, 1)
+) -> Tensor:
+    """Inverse of `encode`, with the log-scale clamped so that a wild delta stays finite."""
+    deltas = deltas * deltas.new_tensor(stds)
+    wa, ha, xa, ya = widths_heights_centres(reference)
+    x = xa + deltas[..., 0] * wa
+    y = ya + deltas[..., 1] * ha
+    w = wa * torch.exp(deltas[..., 2].clamp(max=MAX_LOG_SCALE))
+    h = ha * torch.exp(deltas[..., 3].clamp(max=MAX_LOG_SCALE))
+    return torch.stack((x - 0.5 * w, y - 0.5 * h, x + 0.5 * w, y + 0.5 * h), dim=-1)
+
+
+def inside_image(boxes: Tensor, height: int, width: int, border: float = 0) -> Tensor:
+    """Mask of boxes lying within the image, `border` pixels of slack on every side."""
+    return (
+        (boxes[..., 0] >= -border)
+        & (boxes[..., 1] >= -border)
+        & (boxes[..., 2] <= width + border)
+        & (boxes[..., 3] <= height + border)
+    )

@@ -1,0 +1,231 @@
+"""params.yaml as typed, frozen dataclasses, validated once at load time.
+
+Every stage reads its section through `load_params()`; nothing else parses the YAML. Each field
+carries its own check so that an error names the exact key, the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+from pipeline.errors import ParamError
+
+Check = tuple[Callable[[Any], bool], str]
+
+
+def _checked(predicate: Callable[[Any], bool], allowed: str) -> Any:
+    return field(metadata={"check": (predicate, allowed)})
+
+
+def _positive_int() -> Any:
+    return _checked(lambda v: v > 0, "an integer > 0")
+
+
+def _non_negative_int() -> Any:
+    return _checked(lambda v: v >= 0, "an integer >= 0")
+
+
+def _fraction() -> Any:
+    return _checked(lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]")
+
+
+def _positive_list() -> Any:
+    return _checked(
+        lambda v: len(v) > 0 and all(x > 0 and math.isfinite(x) for x in v),
+        "a non-empty list of numbers > 0",
+    )
+
+
+class _Invalid(Exception):
+    """Raised by cross-field checks; the loader turns it into a ParamError with the full key."""
+
+    def __init__(self, key: str, value: Any, allowed: str) -> None:
+        super().__init__(key)
+        self.key, self.value, self.allowed = key, value, allowed
+
+
+@dataclass(frozen=True)
+class SyntheticParams:
+    seed: int
+    num_trainval: int = _positive_int()
+    num_test: int = _positive_int()
+    min_side: int = _checked(lambda v: v >= 32, "an integer >= 32")
+    max_side: int = _positive_int()
+    max_objects: int = _positive_int()
+    min_object: int = _checked(lambda v: v >= 4, "an integer >= 4")
+    clutter: int = _non_negative_int()
+
+    def __post_init__(self) -> None:
+        if self.max_side < self.min_side:
+            raise _Invalid("max_side", self.max_side, f">= synthetic.min_side ({self.min_side})")
+        if self.min_object * 2 > self.min_side:
+            raise _Invalid("min_object", self.min_object, "at most half of synthetic.min_side")
+
+
+@dataclass(frozen=True)
+class DataParams:
+    source: Literal["synthetic", "voc", "coco"]
+    root: str = _checked(lambda v: v != "", "a non-empty path")
+    classes: tuple[str, ...] | None = _checked(
+        lambda v: v is None or (len(v) > 0 and len(set(v)) == len(v) and "" not in v),
+        "null or a non-empty list of distinct, non-empty names",
+    )
+    train_split: str = _checked(lambda v: v != "", "a non-empty split name")
+    test_split: str = _checked(lambda v: v != "", "a non-empty split name")
+    coco_annotations: str = _checked(
+        lambda v: v.endswith(".json"), "a path ending in .json ({split} is replaced)"
+    )
+    coco_images: str
+    min_size: int = _positive_int()
+    max_size: int = _positive_int()
+
+    def __post_init__(self) -> None:
+        if self.min_size > self.max_size:
+            raise _Invalid("min_size", self.min_size, f"<= data.max_size ({self.max_size})")
+
+
+@dataclass(frozen=True)
+class StoreParams:
+    shard_size: int = _positive_int()
+
+
+@dataclass(frozen=True)
+class AnchorParams:
+    stride: int = _positive_int()
+    ratios: tuple[float, ...] = _positive_list()
+    scales: tuple[float, ...] = _positive_list()
+
+    @property
+    def num_anchors(self) -> int:
+        return len(self.ratios) * len(self.scales)
+
+
+@dataclass(frozen=True)
+class AnchorTargetParams:
+    fg_iou: float = _fraction()
+    bg_iou: float = _fraction()
+    allowed_border: int = _non_negative_int()
+
+    def __post_init__(self) -> None:
+        if self.bg_iou > self.fg_iou:
+            raise _Invalid("bg_iou", self.bg_iou, f"<= anchor_targets.fg_iou ({self.fg_iou})")
+
+
+@dataclass(frozen=True)
+class Params:
+    synthetic: SyntheticParams
+    data: DataParams
+    store: StoreParams
+    anchors: AnchorParams
+    anchor_targets: AnchorTargetParams
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate the whole params file; raise ParamError naming the first bad key."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ParamError(f"{path}: file not found") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise ParamError(f"{path}: not valid YAML{where}") from None
+    return parse_params(raw, source=str(path))
+
+
+def parse_params(raw: Any, source: str = "params.yaml") -> Params:
+    try:
+        return _build(Params, raw, "")
+    except _KeyError as exc:
+        raise ParamError(f"{source}: {exc}") from None
+
+
+def to_dict(section: Any) -> dict[str, Any]:
+    """A section as plain JSON-able values (tuples become lists), for provenance records."""
+    return _jsonable(dataclasses.asdict(section))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+class _KeyError(Exception):
+    pass
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    where = prefix.rstrip(".") or "the top level"
+    if not isinstance(raw, Mapping):
+        raise _KeyError(f"'{where}' must be a mapping of keys, got {_describe(raw)}")
+    hints = get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in known:
+            valid = ", ".join(sorted(known))
+            raise _KeyError(f"unknown key '{prefix}{key}' (valid keys in {where}: {valid})")
+    values = {}
+    for name, spec in known.items():
+        key = f"{prefix}{name}"
+        if name not in raw:
+            raise _KeyError(f"missing key '{key}'")
+        value = _convert(hints[name], raw[name], key)
+        check: Check | None = spec.metadata.get("check")
+        if check is not None and not check[0](value):
+            raise _KeyError(f"'{key}' is {_show(raw[name])}; allowed: {check[1]}")
+        values[name] = value
+    try:
+        return cls(**values)
+    except _Invalid as bad:
+        message = f"'{prefix}{bad.key}' is {_show(bad.value)}; allowed: {bad.allowed}"
+        raise _KeyError(message) from None
+
+
+def _convert(hint: Any, value: Any, key: str) -> Any:
+    origin, args = get_origin(hint), get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, f"{key}.")
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _convert(inner, value, key)
+    if origin is Literal:
+        if value not in args:
+            choices = " | ".join(str(a) for a in args)
+            raise _KeyError(f"'{key}' is {_show(value)}; allowed: {choices}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise _KeyError(f"'{key}' is {_show(value)}; expected a list")
+        return tuple(_convert(args[0], v, f"{key}[{i}]") for i, v in enumerate(value))
+    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise _KeyError(f"'{key}' is {value}; expected a finite number")
+        return float(value)
+    if hint is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if hint in (bool, str) and isinstance(value, hint):
+        return value
+    expected = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+    raise _KeyError(f"'{key}' is {_show(value)}; expected {expected.get(hint, hint)}")
+
+
+def _show(value: Any) -> str:
+    return f"{value!r} ({type(value).__name__})" if isinstance(value, str) else repr(value)
+
+
+def _describe(value: Any) -> str:
+    return "nothing" if value is None else type(value).__name__

@@ -1,0 +1,60 @@
+"""What every dataset reader returns: per image, its file and its boxes in original pixels."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.errors import DatasetError
+
+BACKGROUND = "__background__"
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    image_id: str
+    path: Path
+    boxes: np.ndarray  # [K, 4] float32, [x1, y1, x2, y2] in original pixels
+    labels: np.ndarray  # [K] int64, index into the class list (0 is background)
+    difficult: np.ndarray  # [K] bool
+
+
+def make_record(
+    image_id: str,
+    path: Path,
+    objects: list[tuple[list[float], int, bool]],
+) -> ImageRecord:
+    boxes = np.array([o[0] for o in objects], dtype=np.float32).reshape(-1, 4)
+    labels = np.array([o[1] for o in objects], dtype=np.int64)
+    difficult = np.array([o[2] for o in objects], dtype=bool)
+    return ImageRecord(image_id, path, boxes, labels, difficult)
+
+
+def parse_coordinate(raw: object, where: str, name: str) -> float:
+    """A finite number, or a DatasetError that says which coordinate of which object is bad."""
+    try:
+        value = float(raw)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise DatasetError(f"{where}: {name} is {raw!r}, not a number") from None
+    if not math.isfinite(value):
+        raise DatasetError(f"{where}: {name} is {raw!r}, not a finite number")
+    return value
+
+
+def check_box(box: list[float], where: str) -> None:
+    x1, y1, x2, y2 = box
+    if x2 <= x1:
+        raise DatasetError(f"{where}: x2 ({x2:g}) <= x1 ({x1:g}), an empty box")
+    if y2 <= y1:
+        raise DatasetError(f"{where}: y2 ({y2:g}) <= y1 ({y1:g}), an empty box")
+
+
+def safe_join(root: Path, relative: str, what: str) -> Path:
+    """`root / relative`, refusing names that would reach outside `root` (.., absolute paths)."""
+    candidate = Path(relative)
+    if relative == "" or candidate.is_absolute() or ".." in candidate.parts:
+        raise DatasetError(f"{what}: {relative!r} escapes the folder {root}")
+    return root / candidate

@@ -1,0 +1,39 @@
+"""How every entry point runs: one line on stderr and a non-zero exit for a user's mistake."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from pipeline.config import Params, load_params
+from pipeline.errors import FrcnnError
+
+
+def report_errors(debug: bool, action: Callable[[], Any]) -> Any:
+    """Run `action`; a FrcnnError becomes `error: <message>` and exit 1 (traceback if debug)."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    try:
+        return action()
+    except FrcnnError as exc:
+        if debug:
+            raise
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+
+
+def stage(fn: Callable[[Params], Any]) -> click.Command:
+    """Make `fn(params)` a stage command: `python -m stages.<name> [--params F] [--debug]`."""
+
+    @click.command(name=fn.__module__.rsplit(".", 1)[-1], help=fn.__doc__)
+    @click.option("--params", "params_path", default="params.yaml", show_default=True)
+    @click.option("--debug", is_flag=True, help="Show the full traceback on errors.")
+    @functools.wraps(fn)
+    def command(params_path: str, debug: bool) -> None:
+        report_errors(debug, lambda: fn(load_params(params_path)))
+
+    return command
