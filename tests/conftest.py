@@ -1,0 +1,119 @@
+"""Shared fixtures: the repo's params, and tiny datasets written to disk in VOC or COCO form."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.config import Params, load_params
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def params() -> Params:
+    return load_params(REPO / "params.yaml")
+
+
+@dataclass
+class TinyImage:
+    image_id: str
+    height: int
+    width: int
+    # (class name, [x1, y1, x2, y2] continuous pixels, difficult)
+    objects: list[tuple[str, list[float], bool]] = field(default_factory=list)
+
+
+def tiny_images(seed: int = 0, count: int = 6) -> list[TinyImage]:
+    """A handful of images with integer boxes, so VOC's 1-based indices represent them exactly."""
+    rng = np.random.default_rng(seed)
+    images = []
+    for i in range(count):
+        height, width = int(rng.integers(40, 90)), int(rng.integers(40, 90))
+        objects = []
+        for _ in range(int(rng.integers(0, 4))):
+            x1, y1 = int(rng.integers(0, width - 10)), int(rng.integers(0, height - 10))
+            x2, y2 = int(rng.integers(x1 + 4, width + 1)), int(rng.integers(y1 + 4, height + 1))
+            name = ("cat", "dog")[int(rng.integers(2))]
+            objects.append((name, [x1, y1, x2, y2], bool(rng.random() < 0.2)))
+        images.append(TinyImage(f"img{i:03d}", height, width, objects))
+    return images
+
+
+def write_pixels(path: Path, image: TinyImage, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 255, (image.height, image.width, 3), dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path)
+
+
+def voc_xml(image: TinyImage) -> str:
+    root = ET.Element("annotation")
+    size = ET.SubElement(root, "size")
+    ET.SubElement(size, "width").text = str(image.width)
+    ET.SubElement(size, "height").text = str(image.height)
+    for name, (x1, y1, x2, y2), difficult in image.objects:
+        obj = ET.SubElement(root, "object")
+        ET.SubElement(obj, "name").text = name
+        ET.SubElement(obj, "difficult").text = str(int(difficult))
+        box = ET.SubElement(obj, "bndbox")
+        for tag, value in (("xmin", x1 + 1), ("ymin", y1 + 1), ("xmax", x2), ("ymax", y2)):
+            ET.SubElement(box, tag).text = str(value)
+    return ET.tostring(root, encoding="unicode")
+
+
+def write_voc(root: Path, splits: dict[str, list[TinyImage]]) -> Path:
+    (root / "ImageSets" / "Main").mkdir(parents=True, exist_ok=True)
+    (root / "Annotations").mkdir(parents=True, exist_ok=True)
+    for split, images in splits.items():
+        ids = "".join(f"{im.image_id}\n" for im in images)
+        (root / "ImageSets" / "Main" / f"{split}.txt").write_text(ids)
+        for n, image in enumerate(images):
+            write_pixels(root / "JPEGImages" / f"{image.image_id}.jpg", image, seed=n)
+            (root / "Annotations" / f"{image.image_id}.xml").write_text(voc_xml(image))
+    return root
+
+
+def write_coco(root: Path, splits: dict[str, list[TinyImage]], classes: tuple[str, ...]) -> Path:
+    (root / "annotations").mkdir(parents=True, exist_ok=True)
+    categories = [{"id": i + 1, "name": name} for i, name in enumerate(classes)]
+    category_id = {c["name"]: c["id"] for c in categories}
+    next_image_id = 1
+    for split, images in splits.items():
+        entries, annotations = [], []
+        for n, image in enumerate(images):
+            write_pixels(root / "images" / f"{image.image_id}.jpg", image, seed=n)
+            entries.append(
+                {
+                    "id": next_image_id,
+                    "file_name": f"{image.image_id}.jpg",
+                    "height": image.height,
+                    "width": image.width,
+                }
+            )
+            for name, (x1, y1, x2, y2), difficult in image.objects:
+                annotations.append(
+                    {
+                        "id": len(annotations) + 1,
+                        "image_id": next_image_id,
+                        "category_id": category_id[name],
+                        "bbox": [x1, y1, x2 - x1, y2 - y1],
+                        "area": (x2 - x1) * (y2 - y1),
+                        "iscrowd": int(difficult),
+                    }
+                )
+            next_image_id += 1
+        document = {"images": entries, "annotations": annotations, "categories": categories}
+        (root / "annotations" / f"{split}.json").write_text(json.dumps(document))
+    return root
+
+
+def with_data(params: Params, **changes: object) -> Params:
+    return dataclasses.replace(params, data=dataclasses.replace(params.data, **changes))

@@ -1,0 +1,75 @@
+"""The params loader: the repo's file loads, and every kind of mistake names its key."""
+
+import pytest
+import yaml
+
+from pipeline.config import load_params, parse_params
+from pipeline.errors import ParamError
+
+from tests.conftest import REPO
+
+
+def raw_params() -> dict:
+    return yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def test_repo_params_load_into_typed_sections(params):
+    assert params.anchors.ratios == (0.5, 1.0, 2.0)
+    assert isinstance(params.anchors.scales[0], float)
+    assert params.anchors.num_anchors == 15
+    assert params.data.classes is None
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "message"),
+    [
+        ("anchors", "ratioz", [1.0], "unknown key 'anchors.ratioz' (valid keys in anchors: "
+         "ratios, scales, stride)"),
+        ("anchors", "stride", "16", "'anchors.stride' is '16' (str); expected an integer"),
+        ("anchors", "stride", 0, "'anchors.stride' is 0; allowed: an integer > 0"),
+        ("anchors", "ratios", [], "'anchors.ratios' is []; allowed: a non-empty list"),
+        ("anchors", "scales", [1, -2], "'anchors.scales' is [1, -2]; allowed"),
+        ("anchor_targets", "fg_iou", 1.5, "'anchor_targets.fg_iou' is 1.5; allowed: a number "
+         "in [0, 1]"),
+        ("anchor_targets", "bg_iou", 0.8, "'anchor_targets.bg_iou' is 0.8; allowed: <= "
+         "anchor_targets.fg_iou (0.7)"),
+        ("data", "source", "imagenet", "'data.source' is 'imagenet' (str); allowed: synthetic | "
+         "voc | coco"),
+        ("data", "min_size", 900, "'data.min_size' is 900; allowed: <= data.max_size (512)"),
+        ("data", "classes", ["a", "a"], "'data.classes' is ['a', 'a']; allowed: null or a "
+         "non-empty list of distinct"),
+        ("store", "shard_size", True, "'store.shard_size' is True; expected an integer"),
+        ("synthetic", "max_side", 100, "'synthetic.max_side' is 100; allowed: >= "
+         "synthetic.min_side (240)"),
+    ],
+)  # fmt: skip
+def test_bad_values_name_the_key_the_value_and_what_is_allowed(section, key, value, message):
+    raw = raw_params()
+    raw[section][key] = value
+    with pytest.raises(ParamError) as caught:
+        parse_params(raw)
+    assert message in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_missing_key_is_named():
+    raw = raw_params()
+    del raw["anchors"]["stride"]
+    with pytest.raises(ParamError, match="missing key 'anchors.stride'"):
+        parse_params(raw)
+
+
+def test_unknown_section_lists_the_valid_ones():
+    raw = raw_params()
+    raw["trian"] = {}
+    with pytest.raises(ParamError, match="unknown key 'trian' .*anchor_targets, anchors"):
+        parse_params(raw)
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ParamError, match="params.yaml: file not found"):
+        load_params(tmp_path / "params.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("anchors: [1, 2\n")
+    with pytest.raises(ParamError, match=r"bad.yaml: not valid YAML \(line"):
+        load_params(bad)

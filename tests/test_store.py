@@ -1,0 +1,119 @@
+"""The artifact contract: atomic commit, shard-level resume, refusal of stale or partial work."""
+
+import numpy as np
+import pytest
+
+from pipeline.errors import ArtifactError
+from pipeline.store import (
+    ArtifactWriter,
+    Provenance,
+    offsets_from_counts,
+    open_artifact,
+    ragged_rows,
+)
+
+PROVENANCE = Provenance("demo", params={"demo": {"k": 1}}, inputs={"upstream": "abc"})
+
+
+def item(i: int) -> dict[str, np.ndarray]:
+    return {"values": np.full((2, 3), i, dtype=np.int32)}
+
+
+def interrupted_at(stop: int, made: list[int]):
+    """An item maker that records what it made and dies like a killed process at `stop`."""
+
+    def make(i: int) -> dict[str, np.ndarray]:
+        if i == stop:
+            raise KeyboardInterrupt
+        made.append(i)
+        return item(i)
+
+    return make
+
+
+def write_demo(path, provenance=PROVENANCE, make_item=item, n=10, shard=4):
+    writer = ArtifactWriter(path, provenance)
+    values = writer.array("values", (n, 2, 3), np.int32, shard_items=shard)
+    writer.write_sharded({"values": values}, make_item, desc="demo")
+    return writer
+
+
+def test_commit_moves_a_complete_group_into_place(tmp_path):
+    out = tmp_path / "demo.zarr"
+    writer = write_demo(out)
+    assert not out.exists()
+    writer.commit(summary={"counts": {"n": 10}})
+    group = open_artifact(out, "demo", expect={"inputs.upstream": "abc", "params.demo.k": 1})
+    assert group["values"][7, 0, 0] == 7
+    assert group["values"].shards == (4, 2, 3)
+    assert group.attrs["counts"] == {"n": 10}
+    assert not (tmp_path / "demo.zarr.partial").exists()
+    # One file per shard, not per image.
+    assert len(list((out / "values" / "c").iterdir())) == 3
+
+
+def test_an_interrupted_run_resumes_from_its_finished_shards(tmp_path):
+    out = tmp_path / "demo.zarr"
+    made: list[int] = []
+    with pytest.raises(KeyboardInterrupt):
+        write_demo(out, make_item=interrupted_at(6, made))
+    assert made == [0, 1, 2, 3, 4, 5]
+    with pytest.raises(ArtifactError, match="not found"):
+        open_artifact(out, "demo")
+
+    made.clear()
+    writer = write_demo(out, make_item=interrupted_at(-1, made))
+    assert writer.resumed
+    assert made == [4, 5, 6, 7, 8, 9]  # shard 0 (items 0-3) was finished; shard 1 is redone
+    writer.commit()
+    np.testing.assert_array_equal(open_artifact(out, "demo")["values"][:, 0, 0], np.arange(10))
+
+
+def test_leftovers_from_other_params_are_discarded(tmp_path):
+    out = tmp_path / "demo.zarr"
+    with pytest.raises(KeyboardInterrupt):
+        write_demo(out, make_item=interrupted_at(5, []))
+    other = Provenance("demo", params={"demo": {"k": 2}}, inputs={"upstream": "abc"})
+    made: list[int] = []
+    writer = write_demo(out, provenance=other, make_item=interrupted_at(-1, made))
+    assert not writer.resumed
+    assert made == list(range(10))
+
+
+def test_incomplete_artifacts_are_refused(tmp_path):
+    out = tmp_path / "demo.zarr"
+    writer = write_demo(out)
+    writer.group_dir.rename(out)  # as if someone copied the working folder into place
+    with pytest.raises(ArtifactError, match=r"demo.zarr: incomplete .*dvc repro demo"):
+        open_artifact(out, "demo")
+
+
+def test_stale_artifacts_name_what_differs(tmp_path):
+    out = tmp_path / "demo.zarr"
+    write_demo(out).commit()
+    with pytest.raises(ArtifactError, match=r'stale, inputs.upstream is "abc" but this run '
+                       r'expects "xyz"; run `dvc repro demo`'):  # fmt: skip
+        open_artifact(out, "demo", expect={"inputs.upstream": "xyz"})
+    with pytest.raises(ArtifactError, match="made by stage 'demo', expected 'prepare'"):
+        open_artifact(out, "prepare")
+
+
+def test_foreign_folders_are_refused(tmp_path):
+    (tmp_path / "junk").mkdir()
+    with pytest.raises(ArtifactError, match="not a Zarr group written by this pipeline"):
+        open_artifact(tmp_path / "junk", "demo")
+
+
+def test_fingerprint_changes_with_params_and_inputs_only():
+    same = Provenance("demo", params={"demo": {"k": 1}}, inputs={"upstream": "abc"})
+    assert same.fingerprint == PROVENANCE.fingerprint
+    assert Provenance("demo", {"demo": {"k": 1}}, {"upstream": "abd"}).fingerprint != (
+        PROVENANCE.fingerprint
+    )
+
+
+def test_ragged_offsets():
+    offsets = offsets_from_counts([2, 0, 3])
+    assert offsets.tolist() == [0, 2, 2, 5]
+    assert ragged_rows(offsets, 1) == slice(2, 2)
+    assert ragged_rows(offsets, 2) == slice(2, 5)
