@@ -79,6 +79,4 @@ def test_base_anchors_have_the_requested_area_and_ratio():
     w = base[:, 2] - base[:, 0]
     h = base[:, 3] - base[:, 1]
     torch.testing.assert_close(h / w, torch.tensor([0.5, 0.5, 1, 1, 2, 2], dtype=torch.float64))
-    torch.testing.assert_close(
-        (w * h).sqrt(), torch.tensor([32, 64] * 3, dtype=torch.float64)
-    )
+    torch.testing.assert_close((w * h).sqrt(), torch.tensor([32, 64] * 3, dtype=torch.float64))

@@ -5,7 +5,6 @@ import yaml
 
 from pipeline.config import load_params, parse_params
 from pipeline.errors import ParamError
-
 from tests.conftest import REPO
 
 

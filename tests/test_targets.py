@@ -16,9 +16,7 @@ def reference_targets(anchors, gts, height, width, fg_iou, bg_iou):
     gts = gts.astype(np.float32)
     labels = np.full(len(anchors), IGNORE)
     deltas = np.zeros((len(anchors), 4), np.float32)
-    inside = [
-        a[0] >= 0 and a[1] >= 0 and a[2] <= width and a[3] <= height for a in anchors
-    ]
+    inside = [a[0] >= 0 and a[1] >= 0 and a[2] <= width and a[3] <= height for a in anchors]
     iou = np.full((len(anchors), len(gts)), -1.0, np.float32)
     for i, a in enumerate(anchors):
         if not inside[i]:

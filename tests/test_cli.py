@@ -1,0 +1,125 @@
+"""Entry points as a user meets them: one-line errors, non-zero exits, readable inspection."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from pipeline.cli import main
+from pipeline.prepared import prepare_dataset
+from pipeline.store import ArtifactWriter, Provenance
+from tests.conftest import REPO, TinyImage, tiny_images, write_voc
+from tests.test_prepare import STORE, voc_params
+
+
+def run_stage(cwd, stage, *args):
+    return subprocess.run(
+        [sys.executable, "-m", f"stages.{stage}", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def write_params(tmp_path, change) -> None:
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    change(raw)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+
+
+@pytest.mark.parametrize(
+    ("change", "damage", "message"),
+    [
+        (lambda raw: raw["anchors"].update(ratioz=[1]), None,
+         "error: params.yaml: unknown key 'anchors.ratioz'"),
+        (lambda raw: raw["data"].update(root="missing"), None,
+         "error: data.root: dataset folder missing does not exist"),
+        (None, lambda root: (root / "Annotations" / "a.xml").write_text("<annotation>"),
+         "voc/Annotations/a.xml: malformed XML"),
+        (None, lambda root: (root / "JPEGImages" / "b.jpg").write_text("GIF89a"),
+         "voc/JPEGImages/b.jpg: unreadable image"),
+    ],
+)  # fmt: skip
+def test_prepare_stage_fails_with_one_line_and_no_artifact(tmp_path, change, damage, message):
+    root = write_voc(
+        tmp_path / "voc", {"trainval": [TinyImage("a", 40, 40)], "test": [TinyImage("b", 40, 40)]}
+    )
+    if damage:
+        damage(root)
+
+    def configure(raw):
+        raw["data"].update(source="voc", root="voc", classes=["cat", "dog"])
+        if change:
+            change(raw)
+
+    write_params(tmp_path, configure)
+    result = run_stage(tmp_path, "prepare")
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
+    assert not (tmp_path / "data" / "prepared.zarr").exists()
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    write_params(tmp_path, lambda raw: raw["data"].update(source="voc", root="missing"))
+    result = run_stage(tmp_path, "prepare", "--debug")
+    assert result.returncode == 1
+    assert "Traceback" in result.stderr
+
+
+def test_anchor_targets_stage_refuses_a_missing_prepared_artifact(tmp_path):
+    write_params(tmp_path, lambda raw: None)
+    result = run_stage(tmp_path, "anchor_targets")
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "error: data/prepared.zarr: not found; run `dvc repro prepare` to build it"
+    )
+
+
+@pytest.fixture
+def prepared_path(tmp_path, params):
+    images = tiny_images(count=5)
+    root = write_voc(tmp_path / "voc", {"trainval": images[:3], "test": images[3:]})
+    out = tmp_path / "prepared.zarr"
+    prepare_dataset(voc_params(params, root).data, STORE, out)
+    return out
+
+
+def test_inspect_prints_layout_stats_and_provenance(prepared_path):
+    result = CliRunner().invoke(main, ["inspect", str(prepared_path)])
+    assert result.exit_code == 0, result.output
+    text = result.output
+    assert "(complete)" in text
+    assert 'stage: "prepare"' in text
+    assert "images: uint8 [5, " in text and "shards 4x" in text
+    assert "per image: min" in text  # ragged boxes
+    assert "values (all): 0: 3 (60%), 1: 2 (40%)" in text  # the split array
+
+
+def test_inspect_json_is_machine_readable(prepared_path):
+    result = CliRunner().invoke(main, ["inspect", "--json", str(prepared_path)])
+    summary = json.loads(result.output)
+    arrays = {a["name"]: a for a in summary["arrays"]}
+    assert arrays["images"]["shards"][0] == 4
+    assert arrays["split"]["stats"]["histogram"] == {"0": 3, "1": 2}
+    assert arrays["boxes"]["per_image"]["max"] >= 1
+    assert summary["attrs"]["complete"] is True
+    assert 0 < arrays["images"]["stored_bytes"] < arrays["images"]["raw_bytes"]
+
+
+def test_inspect_shows_an_incomplete_working_folder(tmp_path):
+    writer = ArtifactWriter(tmp_path / "demo.zarr", Provenance("demo", {}, {}))
+    writer.array("values", (3, 2), "int32", shard_items=2)
+    result = CliRunner().invoke(main, ["inspect", str(writer.group_dir)])
+    assert result.exit_code == 0
+    assert "(INCOMPLETE)" in result.output
+
+
+def test_inspect_of_a_missing_path_is_one_line(tmp_path):
+    result = CliRunner().invoke(main, ["inspect", str(tmp_path / "nothing.zarr")])
+    assert result.exit_code == 1
+    assert result.output.strip().endswith("nothing.zarr: not found")
