@@ -1,0 +1,93 @@
+"""The real `dvc repro` on a tiny profile, in a throw-away copy of the repository."""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.prepared import PreparedDataset
+from pipeline.store import open_artifact
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+PROJECT_FILES = ["pipeline", "stages", "dvc.yaml", "params.yaml", ".dvc/config", ".dvcignore",
+                 ".gitignore"]  # fmt: skip
+TINY = {
+    "synthetic": {"num_trainval": 6, "num_test": 3, "min_side": 64, "max_side": 96,
+                  "max_objects": 3, "min_object": 8, "clutter": 2},
+    "data": {"min_size": 64, "max_size": 96},
+    "store": {"shard_size": 4},
+    "anchors": {"scales": [1, 2, 4]},
+}  # fmt: skip
+
+
+def make_project(root: Path) -> Path:
+    for name in PROJECT_FILES:
+        source, target = REPO / name, root / name
+        if source.is_dir():
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(source, target)
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    edit_params(root, TINY)
+    return root
+
+
+def edit_params(root: Path, changes: dict) -> None:
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    for section, values in changes.items():
+        params[section].update(values)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def dvc(root: Path, *args: str) -> str:
+    bin_dir = str(Path(sys.executable).parent)
+    env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ["PATH"]}
+    result = subprocess.run(
+        [str(Path(bin_dir) / "dvc"), *args],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout + result.stderr
+
+
+def stages_run(output: str) -> list[str]:
+    return re.findall(r"Running stage '(\w+)'", output)
+
+
+def test_dvc_repro_builds_the_artifacts_and_reruns_only_what_changed(tmp_path):
+    root = make_project(tmp_path / "project")
+    output = dvc(root, "repro", "anchor_targets")
+    assert stages_run(output) == ["generate", "prepare", "anchor_targets"]
+
+    prepared = PreparedDataset(root / "data" / "prepared.zarr")
+    assert len(prepared) == 9 and prepared.split.sum() == 3
+    targets = open_artifact(
+        root / "data" / "anchor_targets.zarr",
+        "anchor_targets",
+        expect={"inputs.prepared": prepared.fingerprint, "params.anchors.scales": [1, 2, 4]},
+    )
+    assert targets["labels"].shape[0] == 9 and targets["labels"].shape[-1] == 9
+    assert (targets["labels"][...] == 1).any()
+    assert not list((root / "data").glob("*.partial"))
+    assert "up to date" in dvc(root, "status")
+
+    before = (root / "data" / "prepared.zarr" / "zarr.json").stat().st_mtime_ns
+    edit_params(root, {"anchors": {"ratios": [1.0]}})
+    output = dvc(root, "repro", "anchor_targets")
+    assert stages_run(output) == ["anchor_targets"]
+    assert (root / "data" / "prepared.zarr" / "zarr.json").stat().st_mtime_ns == before
+    targets = open_artifact(root / "data" / "anchor_targets.zarr", "anchor_targets")
+    assert targets["labels"].shape[-1] == 3
+    assert "up to date" in dvc(root, "status")
