@@ -1,9 +1,11 @@
-"""The anchor-target artifact: per image, per anchor of the canvas grid, a label and a target.
+"""The anchor-target artifact: per view, per anchor of the canvas grid, a label and a target.
 
-Arrays (N images, a Hf x Wf feature grid over the prepared canvas, A anchors per cell):
+Arrays (V views, see pipeline/views.py; a Hf x Wf feature grid over the prepared canvas; A
+anchors per cell):
+  views    [V, 2] int64            (prepared image index, flipped)
   anchors  [Hf, Wf, A, 4] float32  the canvas anchors, [x1, y1, x2, y2], the head's output order
-  labels   [N, Hf, Wf, A] int8     -1 ignore, 0 background, 1 foreground (before sampling)
-  deltas   [N, Hf, Wf, A, 4] float32  (dx, dy, dw, dh) to the matched gt; zero unless foreground
+  labels   [V, Hf, Wf, A] int8     -1 ignore, 0 background, 1 foreground (before sampling)
+  deltas   [V, Hf, Wf, A, 4] float32  (dx, dy, dw, dh) to the matched gt; zero unless foreground
 
 Anchors are laid on the whole padded canvas, so every image shares one grid; cells beyond an
 image's own size hold anchors that cross its border, which are ignored (-1) like any other.
@@ -22,6 +24,7 @@ from pipeline.errors import ParamError
 from pipeline.prepared import PreparedDataset
 from pipeline.store import ArtifactWriter, Provenance, iter_blocks
 from pipeline.targets import IGNORE, anchor_targets
+from pipeline.views import ViewSet, make_views
 
 STAGE = "anchor_targets"
 
@@ -38,6 +41,7 @@ def feature_grid(canvas: tuple[int, int], stride: int) -> tuple[int, int]:
 
 def write_anchor_targets(
     prepared: PreparedDataset,
+    flip: bool,
     anchors_params: AnchorParams,
     target_params: AnchorTargetParams,
     store: StoreParams,
@@ -52,24 +56,26 @@ def write_anchor_targets(
         params={
             "anchors": to_dict(anchors_params),
             "anchor_targets": to_dict(target_params),
+            "augment": {"flip": flip},
             "store": to_dict(store),
         },
         inputs={"prepared": prepared.fingerprint},
     )
     writer = ArtifactWriter(out, provenance)
-    n, shape = len(prepared), (*grid, anchors_params.num_anchors)
+    views = ViewSet(prepared, make_views(prepared.split, flip))
+    n, shape = len(views), (*grid, anchors_params.num_anchors)
+    writer.array("views", views.views.shape, np.int64)[...] = views.views
     writer.array("anchors", anchors.shape, np.float32)[...] = anchors.numpy()
     labels = writer.array(
         "labels", (n, *shape), np.int8, shard_items=store.shard_size, fill_value=IGNORE
     )
     deltas = writer.array("deltas", (n, *shape, 4), np.float32, shard_items=store.shard_size)
 
-    def targets_of(i: int) -> dict[str, np.ndarray]:
-        height, width = (int(v) for v in prepared.image_sizes[i])
+    def targets_of(v: int) -> dict[str, np.ndarray]:
         label, delta = anchor_targets(
             flat_anchors,
-            prepared.boxes(i),
-            (height, width),
+            views.boxes(v),
+            views.size(v),
             target_params.fg_iou,
             target_params.bg_iou,
             target_params.allowed_border,

@@ -99,7 +99,7 @@ class StoreParams:
 
 @dataclass(frozen=True)
 class AnchorParams:
-    stride: int = _positive_int()
+    stride: int = _checked(lambda v: v == 16, "16, the feature stride of every backbone")
     ratios: tuple[float, ...] = _positive_list()
     scales: tuple[float, ...] = _positive_list()
 
@@ -120,12 +120,107 @@ class AnchorTargetParams:
 
 
 @dataclass(frozen=True)
+class AugmentParams:
+    flip: bool
+
+
+@dataclass(frozen=True)
+class BackboneParams:
+    name: Literal["small", "vgg16"]
+    weights: str | None
+    freeze_below: str | None
+    width: int = _checked(lambda v: v >= 8 and v % 8 == 0, "a multiple of 8")
+
+
+@dataclass(frozen=True)
+class RPNParams:
+    channels: int = _positive_int()
+    batch_size: int = _positive_int()
+    fg_fraction: float = _fraction()
+    box_sigma: float = _checked(lambda v: v > 0, "a number > 0")
+
+
+@dataclass(frozen=True)
+class ProposalParams:
+    nms_iou: float = _fraction()
+    min_size: float = _checked(lambda v: v >= 0, "a number >= 0")
+    train_pre_nms: int = _positive_int()
+    train_post_nms: int = _positive_int()
+    test_pre_nms: int = _positive_int()
+    test_post_nms: int = _positive_int()
+
+
+@dataclass(frozen=True)
+class RoIParams:
+    pool: Literal["roi_pool", "roi_align"]
+    size: int = _positive_int()
+    fc_dim: int = _positive_int()
+    dropout: float = _checked(lambda v: 0 <= v < 1, "a number in [0, 1)")
+    batch_size: int = _positive_int()
+    fg_fraction: float = _fraction()
+    fg_iou: float = _fraction()
+    bg_iou_low: float = _fraction()
+    bg_iou_high: float = _fraction()
+    box_stds: tuple[float, ...] = _checked(
+        lambda v: len(v) == 4 and all(x > 0 for x in v), "four numbers > 0"
+    )
+    box_sigma: float = _checked(lambda v: v > 0, "a number > 0")
+
+    def __post_init__(self) -> None:
+        if not self.bg_iou_low <= self.bg_iou_high <= self.fg_iou:
+            raise _Invalid(
+                "bg_iou_high", self.bg_iou_high, "bg_iou_low <= bg_iou_high <= roi.fg_iou"
+            )
+
+
+@dataclass(frozen=True)
+class StepParams:
+    iterations: int = _positive_int()
+    images_per_batch: int = _positive_int()
+    lr: float = _checked(lambda v: v > 0, "a number > 0")
+    lr_steps: tuple[int, ...] = _checked(
+        lambda v: all(x > 0 for x in v) and list(v) == sorted(v), "increasing iterations > 0"
+    )
+    lr_gamma: float = _checked(lambda v: 0 < v <= 1, "a number in (0, 1]")
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    seed: int
+    device: Literal["auto", "cpu", "cuda"]
+    amp: Literal["off", "bf16", "fp16"]
+    channels_last: bool
+    momentum: float = _checked(lambda v: 0 <= v < 1, "a number in [0, 1)")
+    weight_decay: float = _checked(lambda v: v >= 0, "a number >= 0")
+    checkpoint_every: int = _positive_int()
+    log_every: int = _positive_int()
+    step1: StepParams
+    step2: StepParams
+    step3: StepParams
+    step4: StepParams
+
+
+@dataclass(frozen=True)
+class DetectParams:
+    score_thresh: float = _fraction()
+    nms_iou: float = _fraction()
+    max_detections: int = _positive_int()
+
+
+@dataclass(frozen=True)
 class Params:
     synthetic: SyntheticParams
     data: DataParams
+    augment: AugmentParams
     store: StoreParams
     anchors: AnchorParams
     anchor_targets: AnchorTargetParams
+    backbone: BackboneParams
+    rpn: RPNParams
+    proposals: ProposalParams
+    roi: RoIParams
+    train: TrainParams
+    detect: DetectParams
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

@@ -29,7 +29,7 @@ def report_errors(debug: bool, action: Callable[[], Any]) -> Any:
 def stage(fn: Callable[[Params], Any]) -> click.Command:
     """Make `fn(params)` a stage command: `python -m stages.<name> [--params F] [--debug]`."""
 
-    @click.command(name=fn.__module__.rsplit(".", 1)[-1], help=fn.__doc__)
+    @click.command(name=fn.__name__, help=fn.__doc__)
     @click.option("--params", "params_path", default="params.yaml", show_default=True)
     @click.option("--debug", is_flag=True, help="Show the full traceback on errors.")
     @functools.wraps(fn)

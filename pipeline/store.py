@@ -204,6 +204,14 @@ def open_artifact(
         raise ArtifactError(f"{path}: made by stage {attrs.get('stage')!r}, expected {stage!r}")
     if attrs.get("complete") is not True:
         raise ArtifactError(f"{path}: incomplete (its stage did not finish); {fix}")
+    check_expected(path, attrs, expect, fix)
+    return group
+
+
+def check_expected(
+    path: Path, attrs: Mapping[str, Any], expect: Mapping[str, Any] | None, fix: str
+) -> None:
+    """Refuse an artifact whose recorded provenance differs from what the reader needs."""
     for key, wanted in (expect or {}).items():
         found = _lookup(attrs, key)
         if found != wanted:
@@ -211,7 +219,6 @@ def open_artifact(
                 f"{path}: stale, {key} is {json.dumps(found)} but this run expects "
                 f"{json.dumps(wanted)}; {fix}"
             )
-    return group
 
 
 def _lookup(attrs: Mapping[str, Any], dotted: str) -> Any:

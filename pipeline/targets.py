@@ -51,3 +51,25 @@ def anchor_targets(
     labels[foreground] = FOREGROUND
     deltas[foreground] = encode(anchors[foreground], gt_boxes[matched[foreground]])
     return labels, deltas
+
+
+def proposal_targets(
+    proposals: Tensor,
+    gt_boxes: Tensor,
+    gt_labels: Tensor,
+    stds: tuple[float, float, float, float],
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Candidates for the Fast R-CNN mini-batch: the proposals plus the gt boxes themselves.
+
+    Returns the candidate boxes [R, 4], their best IoU with any gt [R], the class of that gt [R]
+    (whatever the IoU; the training sampler decides foreground and background by IoU), and the
+    normalised deltas to it [R, 4]. With no gt, every candidate has IoU 0 and class 0.
+    Adding the gt boxes (as py-faster-rcnn does) guarantees foreground RoIs early in training.
+    """
+    boxes = torch.cat((proposals, gt_boxes)).float()
+    if len(gt_boxes) == 0:
+        zeros = torch.zeros(len(boxes))
+        return boxes, zeros, zeros.long(), torch.zeros(len(boxes), 4)
+    max_iou, matched = box_iou(boxes, gt_boxes).max(dim=1)
+    deltas = encode(boxes, gt_boxes[matched], stds)
+    return boxes, max_iou, gt_labels[matched], deltas

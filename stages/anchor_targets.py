@@ -17,7 +17,7 @@ def main(params: Params) -> None:
     """Label every anchor of every prepared image and write the anchor-target Zarr artifact."""
     prepared = PreparedDataset(PREPARED)
     counts = write_anchor_targets(
-        prepared, params.anchors, params.anchor_targets, params.store, OUT
+        prepared, params.augment.flip, params.anchors, params.anchor_targets, params.store, OUT
     )
     logging.info(
         "anchor_targets: %(foreground)d foreground, %(background)d background, "

@@ -35,8 +35,10 @@ def make_project(root: Path) -> Path:
         else:
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(source, target)
-    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
     edit_params(root, TINY)
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
+    for command in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "project"]):
+        subprocess.run([*git, *command], cwd=root, check=True)
     return root
 
 

@@ -157,7 +157,7 @@ def test_anchor_target_artifact_matches_the_prepared_images(tmp_path, params):
     prepared = PreparedDataset(tmp_path / "p.zarr")
     anchors = dataclasses.replace(params.anchors, scales=(1.0, 2.0))
     counts = write_anchor_targets(
-        prepared, anchors, params.anchor_targets, STORE, tmp_path / "t.zarr"
+        prepared, False, anchors, params.anchor_targets, STORE, tmp_path / "t.zarr"
     )
     group = open_artifact(
         tmp_path / "t.zarr", "anchor_targets", expect={"inputs.prepared": prepared.fingerprint}

@@ -49,9 +49,19 @@ def _unit_outline(name: str) -> list[tuple[float, float]]:
     if name == "cross":
         t = 0.34
         return [
-            (-t, -1), (t, -1), (t, -t), (1, -t), (1, t), (t, t),
-            (t, 1), (-t, 1), (-t, t), (-1, t), (-1, -t), (-t, -t),
-        ]  # fmt: skip
+            (-t, -1),
+            (t, -1),
+            (t, -t),
+            (1, -t),
+            (1, t),
+            (t, t),
+            (t, 1),
+            (-t, 1),
+            (-t, t),
+            (-1, t),
+            (-1, -t),
+            (-t, -t),
+        ]
     if name == "star":
         points = []
         for k in range(10):
@@ -63,9 +73,13 @@ def _unit_outline(name: str) -> list[tuple[float, float]]:
 
 
 def _shape_mask(
-    name: str, size: tuple[int, int], centre: tuple[float, float], half: tuple[float, float],
-    angle: float, rng: np.random.Generator,
-) -> np.ndarray:  # fmt: skip
+    name: str,
+    size: tuple[int, int],
+    centre: tuple[float, float],
+    half: tuple[float, float],
+    angle: float,
+    rng: np.random.Generator,
+) -> np.ndarray:
     width, height = size
     mask = Image.new("L", (width, height), 0)
     draw = ImageDraw.Draw(mask)
@@ -165,9 +179,13 @@ def render_image(
         # border still counts in its area.
         pad = math.ceil(max(half)) + 2
         padded = _shape_mask(
-            name, (width + 2 * pad, height + 2 * pad), (centre[0] + pad, centre[1] + pad),
-            half, rng.uniform(-0.35, 0.35), rng,
-        )  # fmt: skip
+            name,
+            (width + 2 * pad, height + 2 * pad),
+            (centre[0] + pad, centre[1] + pad),
+            half,
+            rng.uniform(-0.35, 0.35),
+            rng,
+        )
         mask = padded[pad : pad + height, pad : pad + width]
         if not mask.any():
             continue

@@ -1,0 +1,198 @@
+"""The one training loop behind all four training stages.
+
+Deterministic by construction: the data order of epoch e is a permutation seeded by (seed, e),
+and iteration i reseeds torch's generator (dropout) and the mini-batch sampler with
+(seed, stage, i). The random state at any iteration is therefore a function of the iteration
+number, which the checkpoint records with the model and optimizer state, so a resumed run
+draws exactly what an uninterrupted one would. The learning rate is a function of the
+iteration too (step decay), so there is no scheduler state to lose.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import shutil
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from dvclive import Live
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from pipeline.config import StepParams, TrainParams
+from pipeline.errors import FrcnnError
+from pipeline.model_io import atomic_save, safe_load
+
+LossFn = Callable[[list[int], torch.Generator], dict[str, Tensor]]
+
+
+class TrainingDiverged(FrcnnError):
+    pass
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise FrcnnError("params.yaml: 'train.device' is 'cuda' but no CUDA device is available")
+    return torch.device(name)
+
+
+def derived_seed(*parts: object) -> int:
+    digest = hashlib.sha256(repr(parts).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def batch_at(iteration: int, batch_size: int, views: np.ndarray, seed: int) -> list[int]:
+    """The views of one iteration: consecutive slices of per-epoch seeded permutations."""
+    batch = []
+    for position in range(iteration * batch_size, (iteration + 1) * batch_size):
+        epoch, offset = divmod(position, len(views))
+        order = torch.randperm(
+            len(views), generator=torch.Generator().manual_seed(derived_seed(seed, epoch))
+        )
+        batch.append(int(views[order[offset]]))
+    return batch
+
+
+def lr_at(iteration: int, step: StepParams) -> float:
+    return step.lr * step.lr_gamma ** sum(iteration >= s for s in step.lr_steps)
+
+
+@dataclass(frozen=True)
+class TrainingRun:
+    stage: str
+    module: nn.Module  # everything whose weights are saved; only parameters with grad train
+    loss_fn: LossFn
+    views: np.ndarray  # the training views
+    step: StepParams
+    common: TrainParams
+    work: Path  # working folder: checkpoint and DVCLive logs
+    fingerprint: str  # of the stage's params and inputs; a checkpoint of another is ignored
+
+
+def _optimizer(module: nn.Module, common: TrainParams, step: StepParams) -> torch.optim.SGD:
+    weights = [p for n, p in module.named_parameters() if p.requires_grad and p.ndim > 1]
+    others = [p for n, p in module.named_parameters() if p.requires_grad and p.ndim <= 1]
+    if not weights and not others:
+        raise FrcnnError("nothing to train: every parameter is frozen (backbone.freeze_below?)")
+    return torch.optim.SGD(
+        [
+            {"params": weights, "weight_decay": common.weight_decay},
+            {"params": others, "weight_decay": 0.0},  # biases and norms: no decay, as usual
+        ],
+        lr=step.lr,
+        momentum=common.momentum,
+    )
+
+
+def train(run: TrainingRun, device: torch.device) -> list[dict[str, float]]:
+    """Train `run.module` in place, resuming from the working folder; returns the loss log."""
+    run.work.mkdir(parents=True, exist_ok=True)
+    checkpoint_path = run.work / "checkpoint.pt"
+    optimizer = _optimizer(run.module, run.common, run.step)
+    start, history = 0, []
+    if checkpoint_path.exists():
+        checkpoint = safe_load(checkpoint_path)
+        if checkpoint.get("fingerprint") == run.fingerprint:
+            run.module.load_state_dict(checkpoint["model"])
+            optimizer.load_state_dict(checkpoint["optimizer"])
+            start, history = checkpoint["iteration"], checkpoint["history"]
+    live = _replay_log(run.work / "live", history)
+    amp = _autocast(run.common.amp, device)
+    scaler = torch.amp.GradScaler("cuda", enabled=run.common.amp == "fp16")
+    run.module.train()
+    sums: dict[str, float] = {}
+    bar = tqdm(
+        range(start, run.step.iterations),
+        initial=start,
+        total=run.step.iterations,
+        desc=run.stage,
+        unit="it",
+        leave=False,
+    )
+    for iteration in bar:
+        seed = derived_seed(run.common.seed, run.stage, iteration)
+        torch.manual_seed(seed)
+        generator = torch.Generator().manual_seed(seed)
+        lr = lr_at(iteration, run.step)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        batch = batch_at(iteration, run.step.images_per_batch, run.views, run.common.seed)
+        with amp:
+            losses = run.loss_fn(batch, generator)
+        total = sum(losses.values())
+        for name, value in {**losses, "total": total}.items():
+            if not torch.isfinite(value):
+                raise TrainingDiverged(
+                    f"{run.stage}: loss term {name} is {value.item()} at iteration {iteration}; "
+                    f"the last good checkpoint ({checkpoint_path}) is kept: lower the lr "
+                    f"(train.{run.stage.split('_')[0]}.lr) and rerun to resume from it"
+                )
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(total).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        for name, value in losses.items():
+            sums[name] = sums.get(name, 0.0) + value.item()
+        if (iteration + 1) % run.common.log_every == 0 or iteration + 1 == run.step.iterations:
+            count = (iteration % run.common.log_every) + 1
+            row = {"iteration": iteration + 1, "lr": lr}
+            row.update({f"loss/{k}": v / count for k, v in sums.items()})
+            row["loss/total"] = sum(v for k, v in row.items() if k.startswith("loss/"))
+            history.append(row)
+            _log(live, row)
+            bar.set_postfix(loss=f"{row['loss/total']:.3f}")
+            sums = {}
+        done = iteration + 1
+        if done % run.common.checkpoint_every == 0 or done == run.step.iterations:
+            atomic_save(
+                {
+                    "fingerprint": run.fingerprint,
+                    "iteration": done,
+                    "model": run.module.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "history": history,
+                    "torch_rng_state": torch.get_rng_state(),
+                },
+                checkpoint_path,
+            )
+    bar.close()
+    live.end()
+    return history
+
+
+def _autocast(amp: str, device: torch.device):
+    if amp == "off":
+        return nullcontext()
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def _replay_log(folder: Path, history: list[dict[str, float]]) -> Live:
+    """A DVCLive log holding exactly the checkpointed history (a kill may have left more)."""
+    shutil.rmtree(folder, ignore_errors=True)
+    live = Live(str(folder), save_dvc_exp=False, dvcyaml=None, report=None)
+    for row in history:
+        _log(live, row)
+    return live
+
+
+def _log(live: Live, row: dict[str, float]) -> None:
+    live.step = int(row["iteration"])
+    for name, value in row.items():
+        if name != "iteration" and math.isfinite(value):
+            live.log_metric(name, value)
+    live.next_step()
+
+
+def publish_log(work: Path, out: Path) -> None:
+    """Copy the finished DVCLive log to the stage's declared plots folder."""
+    if out.exists():
+        shutil.rmtree(out)
+    shutil.copytree(work / "live", out)
