@@ -36,7 +36,7 @@ def padded(n: int) -> int:
 def normalise(pixels: np.ndarray, height: int, width: int, flipped: bool) -> Tensor:
     """[3, H', W'] float32: the valid region normalised, mirrored if asked, zero padding
     up to the next CANVAS_MULTIPLE."""
-    image = torch.from_numpy(np.ascontiguousarray(pixels[:height, :width])).float() / 255.0
+    image = torch.from_numpy(np.array(pixels[:height, :width])).float() / 255.0
     if flipped:
         image = image.flip(1)
     image = (image - torch.tensor(PIXEL_MEAN)) / torch.tensor(PIXEL_STD)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import dataclasses
 import json
+import os
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,9 +16,55 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.config import Params, load_params
+from pipeline.config import Params, load_params, parse_params
 
 REPO = Path(__file__).resolve().parents[1]
+
+# A profile small enough that the whole pipeline runs in seconds on a CPU.
+TINY = {
+    "synthetic": {"num_trainval": 6, "num_test": 3, "min_side": 64, "max_side": 96,
+                  "max_objects": 3, "min_object": 8, "clutter": 2},
+    "data": {"min_size": 64, "max_size": 96},
+    "store": {"shard_size": 4},
+    "anchors": {"scales": [1, 2, 4]},
+    "backbone": {"width": 8},
+    "rpn": {"channels": 32, "batch_size": 64},
+    "proposals": {"train_pre_nms": 600, "train_post_nms": 100, "test_pre_nms": 300,
+                  "test_post_nms": 50},
+    "roi": {"fc_dim": 64, "batch_size": 32},
+    "train": {"device": "cpu", "checkpoint_every": 5, "log_every": 2,
+              **{f"step{i}": {"iterations": 10, "images_per_batch": 2, "lr": 0.01,
+                              "lr_steps": [8], "lr_gamma": 0.1} for i in (1, 2, 3, 4)}},
+}  # fmt: skip
+
+
+def raw_params() -> dict:
+    import yaml
+
+    return yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def with_changes(raw: dict, changes: dict) -> dict:
+    """`raw` with each section of `changes` merged in (one level deep)."""
+    merged = copy.deepcopy(raw)
+    for section, values in changes.items():
+        merged[section].update(values)
+    return merged
+
+
+def tiny_params() -> Params:
+    return parse_params(with_changes(raw_params(), TINY))
+
+
+@contextlib.contextmanager
+def inside(folder: Path) -> Iterator[Path]:
+    """Run with `folder` as the working directory (stages use paths relative to the repo)."""
+    previous = Path.cwd()
+    os.chdir(folder)
+    try:
+        yield folder
+    finally:
+        os.chdir(previous)
 
 
 @pytest.fixture(scope="session")

@@ -12,19 +12,13 @@ import yaml
 
 from pipeline.prepared import PreparedDataset
 from pipeline.store import open_artifact
-from tests.conftest import REPO
+from tests.conftest import REPO, TINY, with_changes
 
 pytestmark = pytest.mark.slow
 
-PROJECT_FILES = ["pipeline", "stages", "dvc.yaml", "params.yaml", ".dvc/config", ".dvcignore",
-                 ".gitignore"]  # fmt: skip
-TINY = {
-    "synthetic": {"num_trainval": 6, "num_test": 3, "min_side": 64, "max_side": 96,
-                  "max_objects": 3, "min_object": 8, "clutter": 2},
-    "data": {"min_size": 64, "max_size": 96},
-    "store": {"shard_size": 4},
-    "anchors": {"scales": [1, 2, 4]},
-}  # fmt: skip
+PROJECT_FILES = [
+    "pipeline", "stages", "dvc.yaml", "params.yaml", ".dvc/config", ".dvcignore", ".gitignore",
+]  # fmt: skip
 
 
 def make_project(root: Path) -> Path:
@@ -44,9 +38,7 @@ def make_project(root: Path) -> Path:
 
 def edit_params(root: Path, changes: dict) -> None:
     params = yaml.safe_load((root / "params.yaml").read_text())
-    for section, values in changes.items():
-        params[section].update(values)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (root / "params.yaml").write_text(yaml.safe_dump(with_changes(params, changes)))
 
 
 def dvc(root: Path, *args: str) -> str:

@@ -1,0 +1,139 @@
+"""The shared training loop: it learns, it is deterministic, it resumes exactly, it stops on NaN."""
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from pipeline import steps
+from pipeline.anchor_target_artifact import write_anchor_targets
+from pipeline.datasets.synthetic import generate_synthetic
+from pipeline.model import build_rpn
+from pipeline.prepared import TRAIN, PreparedDataset, prepare_dataset
+from pipeline.store import open_artifact
+from pipeline.tasks import BackboneFeatures, RPNLoss
+from pipeline.train import TrainingDiverged, TrainingRun, batch_at, lr_at, train
+from pipeline.views import ViewSet
+from tests.conftest import inside, tiny_params
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    p = tiny_params()
+    with inside(root):
+        generate_synthetic(Path("data/raw/synthetic"), p.synthetic)
+        prepare_dataset(p.data, p.store, steps.PREPARED)
+        prepared = PreparedDataset(steps.PREPARED)
+        write_anchor_targets(
+            prepared, p.augment.flip, p.anchors, p.anchor_targets, p.store, steps.ANCHOR_TARGETS
+        )
+    return root, p
+
+
+def rpn_run(root: Path, p, work: Path, iterations: int, lr: float = 0.01) -> TrainingRun:
+    prepared = PreparedDataset(root / steps.PREPARED)
+    targets = open_artifact(root / steps.ANCHOR_TARGETS, "anchor_targets")
+    views = ViewSet(prepared, targets["views"][...])
+    backbone = steps._initial_backbone(p)
+    torch.manual_seed(1)
+    rpn = build_rpn(p.anchors, p.rpn, backbone.out_channels)
+    step = dataclasses.replace(p.train.step1, iterations=iterations, lr=lr, lr_steps=())
+    return TrainingRun(
+        "step1_rpn",
+        nn.ModuleDict({"backbone": backbone, "rpn": rpn}),
+        RPNLoss(rpn, BackboneFeatures(backbone, views, CPU), targets, p.rpn),
+        views.of_split(TRAIN),
+        step,
+        p.train,
+        work,
+        "fingerprint",
+    )
+
+
+def state_of(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in module.state_dict().items()}
+
+
+def assert_same_state(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_training_drives_the_rpn_loss_down(tiny_data, tmp_path):
+    root, p = tiny_data
+    history = train(rpn_run(root, p, tmp_path / "work", iterations=80, lr=0.02), CPU)
+    totals = [row["loss/total"] for row in history]
+    first, last = np.mean(totals[:4]), np.mean(totals[-4:])
+    assert last < 0.6 * first, (first, last)
+
+
+def test_two_runs_give_identical_weights(tiny_data, tmp_path):
+    root, p = tiny_data
+    a = rpn_run(root, p, tmp_path / "a", iterations=8)
+    b = rpn_run(root, p, tmp_path / "b", iterations=8)
+    train(a, CPU)
+    train(b, CPU)
+    assert_same_state(state_of(a.module), state_of(b.module))
+
+
+def test_an_interrupted_run_resumes_to_the_same_weights(tiny_data, tmp_path):
+    root, p = tiny_data
+    reference = rpn_run(root, p, tmp_path / "reference", iterations=12)
+    train(reference, CPU)
+
+    calls = {"n": 0}
+    interrupted = rpn_run(root, p, tmp_path / "work", iterations=12)
+
+    def dies_at_the_eighth(batch, generator):
+        calls["n"] += 1
+        if calls["n"] == 8:
+            raise KeyboardInterrupt  # killed after the checkpoint of iteration 5
+        return interrupted.loss_fn(batch, generator)
+
+    with pytest.raises(KeyboardInterrupt):
+        train(dataclasses.replace(interrupted, loss_fn=dies_at_the_eighth), CPU)
+    resumed = rpn_run(root, p, tmp_path / "work", iterations=12)
+    history = train(resumed, CPU)
+    assert_same_state(state_of(resumed.module), state_of(reference.module))
+    assert [row["iteration"] for row in history] == [2, 4, 6, 8, 10, 12]
+
+
+def test_a_nan_loss_stops_with_the_term_and_keeps_the_last_checkpoint(tiny_data, tmp_path):
+    root, p = tiny_data
+    run = rpn_run(root, p, tmp_path / "work", iterations=12)
+    calls = {"n": 0}
+
+    def nan_at_seven(batch, generator):
+        calls["n"] += 1
+        losses = run.loss_fn(batch, generator)
+        if calls["n"] == 7:
+            losses["rpn_box"] = losses["rpn_box"] * float("nan")
+        return losses
+
+    with pytest.raises(
+        TrainingDiverged, match="step1_rpn: loss term rpn_box is nan at iteration 6"
+    ):
+        train(dataclasses.replace(run, loss_fn=nan_at_seven), CPU)
+    checkpoint = torch.load(tmp_path / "work" / "checkpoint.pt", weights_only=True)
+    assert checkpoint["iteration"] == 5
+    assert all(torch.isfinite(v).all() for v in checkpoint["model"].values())
+
+
+def test_data_order_covers_each_view_once_per_epoch():
+    views = np.arange(10, 20)
+    seen = [v for i in range(5) for v in batch_at(i, 2, views, seed=3)]
+    assert sorted(seen) == list(range(10, 20))
+    assert seen != sorted(seen)
+    assert batch_at(7, 2, views, seed=3) == batch_at(7, 2, views, seed=3)
+
+
+def test_step_learning_rate():
+    step = dataclasses.replace(tiny_params().train.step1, lr=0.1, lr_steps=(5, 8), lr_gamma=0.1)
+    assert [round(lr_at(i, step), 6) for i in (0, 4, 5, 7, 8)] == [0.1, 0.1, 0.01, 0.01, 0.001]
