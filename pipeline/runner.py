@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import sys
 from collections.abc import Callable
@@ -34,6 +35,8 @@ def stage(fn: Callable[[Params], Any]) -> click.Command:
     @click.option("--debug", is_flag=True, help="Show the full traceback on errors.")
     @functools.wraps(fn)
     def command(params_path: str, debug: bool) -> None:
-        report_errors(debug, lambda: fn(load_params(params_path)))
+        summary = report_errors(debug, lambda: fn(load_params(params_path)))
+        if summary:
+            logging.info("%s: %s", fn.__name__, json.dumps(summary))
 
     return command

@@ -99,20 +99,23 @@ def _train_and_save(
     params: Params,
     provenance: Provenance,
     device: torch.device,
-) -> None:
+) -> dict[str, float]:
+    """Train, save the parts as the stage's model file, publish the loss log; return the last
+    logged losses."""
     work = out.with_name(out.name + ".partial")
     module = nn.ModuleDict(parts).to(device)
     run = TrainingRun(
         stage, module, loss_fn, views, step, params.train, work, provenance.fingerprint
     )
-    train(run, device)
+    history = train(run, device)
     module.cpu()
     save_model(out, provenance, {name: part.state_dict() for name, part in parts.items()})
     publish_log(work, out.parent / f"{out.stem}_live")
     shutil.rmtree(work)
+    return history[-1]
 
 
-def step1_rpn(params: Params) -> None:
+def step1_rpn(params: Params) -> dict:
     """Step 1: train the RPN and the backbone from the initial weights."""
     device = resolve_device(params.train.device)
     prepared = PreparedDataset(PREPARED)
@@ -132,7 +135,7 @@ def step1_rpn(params: Params) -> None:
         },
         inputs={"anchor_targets": targets.attrs["fingerprint"]},
     )
-    _train_and_save(
+    return _train_and_save(
         "step1_rpn",
         STEP1_RPN,
         {"backbone": backbone, "rpn": rpn},
@@ -238,7 +241,7 @@ def _num_classes(prepared: PreparedDataset) -> int:
     return len(prepared.classes)
 
 
-def step2_fast_rcnn(params: Params) -> None:
+def step2_fast_rcnn(params: Params) -> dict:
     """Step 2: train Fast R-CNN and the backbone, from the initial weights, on step-1 proposals."""
     device = resolve_device(params.train.device)
     prepared = PreparedDataset(PREPARED)
@@ -260,7 +263,7 @@ def step2_fast_rcnn(params: Params) -> None:
         },
         inputs={"step1_proposal_targets": targets.fingerprint},
     )
-    _train_and_save(
+    return _train_and_save(
         "step2_fast_rcnn",
         STEP2_DETECTOR,
         {"backbone": backbone, "head": head},
@@ -302,7 +305,7 @@ def _same_views(a: np.ndarray, b: np.ndarray, what: str) -> None:
         raise ArtifactError(f"{what}: its views differ from {STEP3_FEATURES}'s; run `dvc repro`")
 
 
-def step3_rpn(params: Params) -> None:
+def step3_rpn(params: Params) -> dict:
     """Step 3: train only the RPN-specific layers, from the cached features."""
     device = resolve_device(params.train.device)
     prepared = PreparedDataset(PREPARED)
@@ -324,7 +327,7 @@ def step3_rpn(params: Params) -> None:
             "anchor_targets": targets.attrs["fingerprint"],
         },
     )
-    _train_and_save(
+    return _train_and_save(
         "step3_rpn",
         STEP3_RPN,
         {"rpn": rpn},
@@ -380,7 +383,7 @@ def step3_proposals(params: Params) -> dict:
     )
 
 
-def step4_fast_rcnn(params: Params) -> None:
+def step4_fast_rcnn(params: Params) -> dict:
     """Step 4: train only the Fast R-CNN-specific layers, from the cached features."""
     device = resolve_device(params.train.device)
     prepared = PreparedDataset(PREPARED)
@@ -411,7 +414,7 @@ def step4_fast_rcnn(params: Params) -> None:
             "step2_fast_rcnn": detector["fingerprint"],
         },
     )
-    _train_and_save(
+    return _train_and_save(
         "step4_fast_rcnn",
         STEP4_HEAD,
         {"head": head},
