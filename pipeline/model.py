@@ -139,7 +139,9 @@ class FasterRCNN(nn.Module):
         return cls(config, backbone, rpn, head)
 
     @torch.no_grad()
-    def forward_view(self, image: Tensor, image_size: tuple[int, int], scale: float):
+    def forward_view(
+        self, image: Tensor, image_size: tuple[int, int], scale: float
+    ) -> dict[str, Tensor]:
         """Everything inference computes for one normalised, padded [3, H, W] image."""
         features = self.backbone(image[None])
         proposals, objectness = view_proposals(

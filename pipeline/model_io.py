@@ -40,7 +40,9 @@ def safe_load(path: Path) -> Any:
         ) from None
 
 
-def save_model(path: Path, provenance: Provenance, parts: Mapping[str, Mapping], **meta: Any):
+def save_model(
+    path: Path, provenance: Provenance, parts: Mapping[str, Mapping], **meta: Any
+) -> None:
     """A stage's model output: state dicts by part name ('backbone', 'rpn', 'head', ...)."""
     atomic_save(
         {**provenance.attrs(), **meta, "parts": {k: dict(v) for k, v in parts.items()}}, path

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
+import zarr
+from torch import Tensor, nn
 
 from pipeline.backbones import Backbone, build_backbone
 from pipeline.config import Params, StepParams, to_dict
@@ -42,7 +43,7 @@ from pipeline.proposal_artifacts import (
 )
 from pipeline.store import Provenance, open_artifact
 from pipeline.tasks import BackboneFeatures, CachedFeatures, FastRCNNLoss, RPNLoss
-from pipeline.train import TrainingRun, derived_seed, publish_log, resolve_device, train
+from pipeline.train import LossFn, TrainingRun, derived_seed, publish_log, resolve_device, train
 from pipeline.views import ViewSet, make_views
 
 DATA = Path("data")
@@ -65,7 +66,7 @@ def _common(params: Params) -> dict:
     return {k: v for k, v in train.items() if not k.startswith("step")}
 
 
-def _anchor_targets(params: Params, prepared: PreparedDataset):
+def _anchor_targets(params: Params, prepared: PreparedDataset) -> zarr.Group:
     return open_artifact(
         ANCHOR_TARGETS,
         "anchor_targets",
@@ -77,7 +78,7 @@ def _anchor_targets(params: Params, prepared: PreparedDataset):
     )
 
 
-def _initial_backbone(params: Params) -> Backbone:
+def initial_backbone(params: Params) -> Backbone:
     """Steps 1 and 2 both start from this one (the paper: from ImageNet, not from each other)."""
     torch.manual_seed(derived_seed(params.train.seed, "initial_backbone"))
     backbone = build_backbone(params.backbone)
@@ -93,7 +94,7 @@ def _train_and_save(
     stage: str,
     out: Path,
     parts: dict[str, nn.Module],
-    loss_fn,
+    loss_fn: LossFn,
     views: np.ndarray,
     step: StepParams,
     params: Params,
@@ -121,7 +122,7 @@ def step1_rpn(params: Params) -> dict:
     prepared = PreparedDataset(PREPARED)
     targets = _anchor_targets(params, prepared)
     views = ViewSet(prepared, targets["views"][...])
-    backbone = _initial_backbone(params)
+    backbone = initial_backbone(params)
     _seeded_init(params, "step1_rpn")
     rpn = build_rpn(params.anchors, params.rpn, backbone.out_channels)
     features = BackboneFeatures(backbone, views, device, params.train.channels_last)
@@ -175,7 +176,7 @@ def step1_proposals(params: Params) -> dict:
     views = ViewSet(prepared, make_views(prepared.split, params.augment.flip))
     scales = prepared.scales
 
-    def propose(v: int):
+    def propose(v: int) -> tuple[Tensor, Tensor]:
         features = backbone(views.image(v)[None].to(device))
         image = int(views.views[v, 0])
         return view_proposals(
@@ -247,7 +248,7 @@ def step2_fast_rcnn(params: Params) -> dict:
     prepared = PreparedDataset(PREPARED)
     targets = ProposalTargets(STEP1_PROPOSAL_TARGETS, "step1_proposal_targets")
     views = ViewSet(prepared, targets.group["views"][...])
-    backbone = _initial_backbone(params)
+    backbone = initial_backbone(params)
     _seeded_init(params, "step2_fast_rcnn")
     head = build_head(
         params.backbone, params.roi, backbone.out_channels, _num_classes(prepared), backbone.stride
@@ -294,7 +295,7 @@ def step3_features(params: Params) -> dict:
     )
 
 
-def _features(params: Params):
+def _features(params: Params) -> zarr.Group:
     return open_artifact(
         STEP3_FEATURES, "step3_features", expect={"params.augment": to_dict(params.augment)}
     )
@@ -353,7 +354,7 @@ def step3_proposals(params: Params) -> dict:
     views = ViewSet(prepared, features["views"][...])
     cached = CachedFeatures(features, device)
 
-    def propose(v: int):
+    def propose(v: int) -> tuple[Tensor, Tensor]:
         image = int(views.views[v, 0])
         return view_proposals(
             rpn,

@@ -68,7 +68,7 @@ class Provenance:
 class ArtifactWriter:
     """Builds one artifact in a working folder and moves it into place when complete."""
 
-    def __init__(self, path: str | Path, provenance: Provenance, extra_attrs: Mapping = ()):
+    def __init__(self, path: str | Path, provenance: Provenance, extra_attrs: Mapping = ()) -> None:
         self.path = Path(path)
         self.work = self.path.with_name(self.path.name + PARTIAL_SUFFIX)
         # Progress markers live beside the group, not in it, so Zarr never lists them.

@@ -14,7 +14,7 @@ import hashlib
 import math
 import shutil
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -167,7 +167,7 @@ def train(run: TrainingRun, device: torch.device) -> list[dict[str, float]]:
     return history
 
 
-def _autocast(amp: str, device: torch.device):
+def _autocast(amp: str, device: torch.device) -> AbstractContextManager:
     if amp == "off":
         return nullcontext()
     dtype = torch.bfloat16 if amp == "bf16" else torch.float16

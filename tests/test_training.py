@@ -40,7 +40,7 @@ def rpn_run(root: Path, p, work: Path, iterations: int, lr: float = 0.01) -> Tra
     prepared = PreparedDataset(root / steps.PREPARED)
     targets = open_artifact(root / steps.ANCHOR_TARGETS, "anchor_targets")
     views = ViewSet(prepared, targets["views"][...])
-    backbone = steps._initial_backbone(p)
+    backbone = steps.initial_backbone(p)
     torch.manual_seed(1)
     rpn = build_rpn(p.anchors, p.rpn, backbone.out_channels)
     step = dataclasses.replace(p.train.step1, iterations=iterations, lr=lr, lr_steps=())
