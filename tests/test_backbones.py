@@ -1,0 +1,77 @@
+"""Backbones: stride 16, freezing by layer name, ImageNet weights read from a local file."""
+
+import dataclasses
+import os
+
+import pytest
+import torch
+import torchvision
+
+from pipeline.backbones import build_backbone, head_fc_layers
+from pipeline.errors import ParamError
+from tests.conftest import tiny_params
+
+
+def backbone_params(**changes):
+    return dataclasses.replace(tiny_params().backbone, **changes)
+
+
+@pytest.mark.parametrize("name", ["small", "vgg16"])
+def test_backbones_have_stride_16(name):
+    backbone = build_backbone(backbone_params(name=name))
+    out = backbone(torch.zeros(1, 3, 96, 128))
+    assert out.shape == (1, backbone.out_channels, 6, 8)
+
+
+def test_freeze_below_fixes_the_earlier_layers_only():
+    backbone = build_backbone(backbone_params(name="vgg16"))
+    backbone.freeze_below("conv3_1")
+    frozen = {n.split(".")[1] for n, p in backbone.named_parameters() if not p.requires_grad}
+    assert frozen == {"conv1_1", "conv1_2", "conv2_1", "conv2_2"}
+    with pytest.raises(ParamError, match="'backbone.freeze_below' is 'conv9_9'; allowed"):
+        backbone.freeze_below("conv9_9")
+
+
+def test_missing_weights_file_is_named(tmp_path):
+    with pytest.raises(ParamError, match=r"'backbone.weights' file .*vgg.pth does not exist"):
+        build_backbone(backbone_params(name="vgg16", weights=str(tmp_path / "vgg.pth")))
+
+
+def test_weights_of_another_architecture_are_refused(tmp_path):
+    path = tmp_path / "resnet.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), path)
+    with pytest.raises(ParamError, match="resnet.pth: not torchvision VGG16 weights"):
+        build_backbone(backbone_params(name="vgg16", weights=str(path)))
+
+
+class Exploit:
+    """Unpickling this runs a shell command: what a malicious weights file would do."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_malicious_pickle_is_refused_not_executed(tmp_path):
+    path, marker = tmp_path / "evil.pth", tmp_path / "pwned"
+    torch.save({"features.0.weight": Exploit(marker)}, path)
+    with pytest.raises(ParamError, match="evil.pth: not a PyTorch weights file"):
+        build_backbone(backbone_params(name="vgg16", weights=str(path)))
+    assert not marker.exists()
+
+
+@pytest.mark.slow
+def test_vgg16_weights_fill_the_convs_and_fc6_fc7(tmp_path):
+    path = tmp_path / "vgg16.pth"
+    torch.manual_seed(0)
+    state = torchvision.models.vgg16().state_dict()
+    torch.save(state, path)
+    params = backbone_params(name="vgg16", weights=str(path))
+    backbone = build_backbone(params)
+    assert torch.equal(backbone.body.conv1_1.weight, state["features.0.weight"])
+    assert torch.equal(backbone.body.conv5_3.bias, state["features.28.bias"])
+    fc = head_fc_layers(params, 512 * 7 * 7, 4096)
+    assert torch.equal(fc.fc6.weight, state["classifier.0.weight"])
+    assert torch.equal(fc.fc7.bias, state["classifier.3.bias"])
