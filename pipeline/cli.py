@@ -1,13 +1,20 @@
-"""The `frcnn` command: look inside the pipeline's artifacts."""
+"""The `frcnn` command: look inside the artifacts, draw them, run the detector on images."""
 
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
 import click
 
+from pipeline.errors import FrcnnError
+from pipeline.inference import detect_file, draw_results
 from pipeline.inspect import render, summarise
+from pipeline.model import load_detector
 from pipeline.runner import report_errors
+from pipeline.show import LAYERS
+from pipeline.show import render as render_layers
 
 
 @click.group()
@@ -34,3 +41,101 @@ def inspect(ctx: click.Context, path: str, as_json: bool, limit: int, all_items:
     """Show an artifact's arrays (shape, dtype, chunks, shards, size, stats) and provenance."""
     summary = report_errors(ctx.obj["debug"], lambda: summarise(path, None if all_items else limit))
     click.echo(json.dumps(summary, indent=2) if as_json else render(summary))
+
+
+@main.command()
+@click.option("--image", "reference", required=True, help="Dataset image id, or index.")
+@click.option(
+    "--layers",
+    default="gt,detections",
+    show_default=True,
+    help=f"Comma-separated, any of: {', '.join(LAYERS)}.",
+)
+@click.option(
+    "--step",
+    type=click.Choice(["1", "3"]),
+    default="3",
+    show_default=True,
+    help="Whose proposals to draw.",
+)
+@click.option("--top-k", default=20, show_default=True, help="Proposals to draw.")
+@click.option("--score-thresh", default=0.5, show_default=True, help="Detections to draw.")
+@click.option(
+    "--data", type=click.Path(file_okay=False, path_type=Path), default="data", show_default=True
+)
+@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.pass_context
+def show(
+    ctx: click.Context,
+    reference: str,
+    layers: str,
+    step: str,
+    top_k: int,
+    score_thresh: float,
+    data: Path,
+    out: Path,
+) -> None:
+    """Draw an image with its ground truth, anchors, proposals and detections (a PNG)."""
+
+    def draw() -> None:
+        chosen = [layer.strip() for layer in layers.split(",") if layer.strip()]
+        picture = render_layers(data, reference, chosen, int(step), top_k, score_thresh)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        picture.save(out)
+
+    report_errors(ctx.obj["debug"], draw)
+    click.echo(f"wrote {out}")
+
+
+@main.command()
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--model",
+    "model_path",
+    type=click.Path(path_type=Path),
+    default="data/model/faster_rcnn.pt",
+    show_default=True,
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default="detections.json",
+    show_default=True,
+    help="COCO results JSON.",
+)
+@click.option(
+    "--draw",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Also write each image with its detections as a PNG here.",
+)
+@click.option("--score-thresh", default=0.5, show_default=True)
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.pass_context
+def detect(
+    ctx: click.Context,
+    images: tuple[Path, ...],
+    model_path: Path,
+    out: Path,
+    draw: Path | None,
+    score_thresh: float,
+    device: str,
+) -> None:
+    """Detect objects in IMAGES with the exported model; unreadable images are skipped."""
+    detector = report_errors(ctx.obj["debug"], lambda: load_detector(model_path)).to(device)
+    results, failed = [], 0
+    with click.progressbar(images, label="detect", file=sys.stderr) as bar:
+        for path in bar:
+            try:
+                pixels, found = detect_file(detector, path, score_thresh)
+            except FrcnnError as exc:
+                failed += 1
+                click.echo(f"\nerror: {exc}", err=True)
+                continue
+            results += found
+            if draw is not None:
+                draw_results(pixels, found, draw / f"{path.stem}.png")
+    out.write_text(json.dumps(results, indent=1) + "\n")
+    click.echo(f"{len(results)} detections in {len(images) - failed} images -> {out}")
+    if failed:
+        click.echo(f"error: {failed} of {len(images)} images could not be read", err=True)
+        sys.exit(1)

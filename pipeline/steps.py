@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from pipeline.backbones import Backbone, build_backbone
 from pipeline.config import Params, StepParams, to_dict
 from pipeline.errors import ArtifactError
+from pipeline.evaluate import evaluate as evaluate_detector
 from pipeline.feature_artifact import write_features
 from pipeline.model import (
     EXPORT_STAGE,
@@ -463,3 +464,9 @@ def export(params: Params) -> None:
         "head": head["parts"]["head"],
     }
     save_model(MODEL, provenance, parts, config=to_dict(config))
+
+
+def evaluate(params: Params) -> dict:
+    """Measure the exported detector on the test split: VOC and COCO AP, proposal recall."""
+    proposals = {"step1_proposals": STEP1_PROPOSALS, "step3_proposals": STEP3_PROPOSALS}
+    return evaluate_detector(PREPARED, MODEL, proposals)
