@@ -1,14 +1,20 @@
 """The four-step pipeline run in-process on the tiny profile: caching is exact, steps 3 and 4
 never touch the backbone, and every stage is deterministic."""
 
+import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner
+from PIL import Image
 
 from pipeline import backbones, steps
 from pipeline.anchor_target_artifact import write_anchor_targets
-from pipeline.datasets.synthetic import generate_synthetic
+from pipeline.cli import main
+from pipeline.datasets.synthetic import SYNTHETIC_CLASSES, generate_synthetic
+from pipeline.drawing import GT
 from pipeline.model import build_head, build_rpn, load_detector, view_proposals
 from pipeline.model_io import load_model
 from pipeline.prepared import TEST, PreparedDataset, prepare_dataset
@@ -21,11 +27,14 @@ from tests.conftest import inside, tiny_params
 
 pytestmark = pytest.mark.slow
 
-TRAINING = [steps.step1_rpn, steps.step1_proposals, steps.step1_proposal_targets,
-            steps.step2_fast_rcnn, steps.step3_features, steps.step3_rpn, steps.step3_proposals,
-            steps.step4_proposal_targets, steps.step4_fast_rcnn, steps.export]  # fmt: skip
-BACKBONE_FREE = [steps.step3_rpn, steps.step3_proposals, steps.step4_proposal_targets,
-                 steps.step4_fast_rcnn]  # fmt: skip
+TRAINING = [
+    steps.step1_rpn, steps.step1_proposals, steps.step1_proposal_targets, steps.step2_fast_rcnn,
+    steps.step3_features, steps.step3_rpn, steps.step3_proposals, steps.step4_proposal_targets,
+    steps.step4_fast_rcnn, steps.export, steps.evaluate,
+]  # fmt: skip
+BACKBONE_FREE = [
+    steps.step3_rpn, steps.step3_proposals, steps.step4_proposal_targets, steps.step4_fast_rcnn,
+]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -105,3 +114,72 @@ def test_exported_detector_finds_boxes_on_a_test_image(tiny_pipeline):
     assert out["boxes"].shape[1] == 4
     assert len(out["boxes"]) == len(out["scores"]) == len(out["labels"])
     assert (out["labels"] >= 1).all() and (out["labels"] < len(prepared.classes)).all()
+
+
+def test_evaluate_writes_metrics_detections_curves_and_samples(tiny_pipeline):
+    root, _ = tiny_pipeline
+    metrics = json.loads((root / "data/eval/metrics.json").read_text())
+    for key in ("map_voc07", "map_area", "map_coco", "map_coco_50", "per_class"):
+        assert key in metrics
+    assert 0.0 <= metrics["map_voc07"] <= 1.0
+    assert set(metrics["step1_proposals"]) == {"recall@300_iou0.5", "recall@300_iou0.7"}
+    assert sorted(p.stem for p in (root / "data/eval/pr").iterdir()) == sorted(SYNTHETIC_CLASSES)
+    assert len(list((root / "data/eval/samples").glob("*.png"))) == 3  # the tiny test split
+    results = json.loads((root / "data/eval/detections.json").read_text())
+    assert {"image_id", "image_name", "category_id", "category_name", "bbox", "score"} <= set(
+        results[0]
+    )
+
+
+def test_show_draws_the_requested_layers_on_the_prepared_image(tiny_pipeline, tmp_path):
+    root, _ = tiny_pipeline
+    out = tmp_path / "show.png"
+    result = CliRunner().invoke(
+        main, ["show", "--image", "000000", "--layers", "gt,anchors,proposals", "--step", "1",
+               "--data", str(root / "data"), "-o", str(out)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    prepared = PreparedDataset(root / steps.PREPARED)
+    h, w = prepared.image_sizes[0]
+    picture = np.asarray(Image.open(out))
+    assert picture.shape == (h, w, 3)
+    x1, y1, _, y2 = prepared.boxes(0)[0].round().int().tolist()
+    edge = picture[y1 + (y2 - y1) // 2, max(x1 - 1, 0) : x1 + 2]
+    assert (edge == GT).all(axis=1).any()  # the gt box's left edge is drawn in the gt colour
+    plain = prepared.images[0][:h, :w]
+    assert (picture != plain).any(axis=2).mean() > 0.01
+
+
+def test_show_rejects_an_unknown_layer_and_image(tiny_pipeline, tmp_path):
+    root, _ = tiny_pipeline
+    args = ["show", "--data", str(root / "data"), "-o", str(tmp_path / "x.png")]
+    result = CliRunner().invoke(main, [*args, "--image", "000000", "--layers", "gt,heat"])
+    assert result.exit_code == 1 and "--layers: unknown heat" in result.output
+    result = CliRunner().invoke(main, [*args, "--image", "nope"])
+    assert result.exit_code == 1 and "no image with id or index 'nope'" in result.output
+
+
+def test_detect_on_files_agrees_with_the_evaluation_and_skips_bad_images(tiny_pipeline, tmp_path):
+    root, _ = tiny_pipeline
+    prepared = PreparedDataset(root / steps.PREPARED)
+    test_image = next(i for i in range(len(prepared)) if prepared.split[i] == TEST)
+    name = prepared.image_ids[test_image]
+    jpeg = root / "data/raw/synthetic/JPEGImages" / f"{name}.jpg"
+    broken = tmp_path / "broken.jpg"
+    broken.write_text("not a jpeg")
+    out = tmp_path / "detections.json"
+    result = CliRunner().invoke(
+        main, ["detect", str(jpeg), str(broken), "--model", str(root / steps.MODEL),
+               "--out", str(out), "--draw", str(tmp_path / "drawn"), "--score-thresh", "0.05"],
+    )  # fmt: skip
+    assert result.exit_code == 1
+    assert "broken.jpg: unreadable image" in result.output
+    found = json.loads(out.read_text())
+    evaluated = [r for r in json.loads((root / "data/eval/detections.json").read_text())
+                 if r["image_name"] == name]  # fmt: skip
+    assert len(found) == len(evaluated)
+    for a, b in zip(found, evaluated, strict=True):
+        assert a["category_name"] == b["category_name"]
+        np.testing.assert_allclose(a["bbox"], b["bbox"], atol=0.05)
+    drawn = np.asarray(Image.open(tmp_path / "drawn" / f"{name}.png"))
+    assert drawn.shape[:2] == tuple(prepared.group["original_sizes"][test_image])
