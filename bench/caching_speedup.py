@@ -16,7 +16,7 @@ import click
 import torch
 from torch import nn
 
-from pipeline import steps
+from pipeline import paths, steps
 from pipeline.backbones import Backbone
 from pipeline.config import load_params
 from pipeline.model import build_head, build_rpn
@@ -34,9 +34,9 @@ from pipeline.views import ViewSet
 def main(rounds: int, iterations: int) -> None:
     params = load_params()
     device = resolve_device(params.train.device)
-    prepared = PreparedDataset(steps.PREPARED)
-    anchor_targets = open_artifact(steps.ANCHOR_TARGETS, "anchor_targets")
-    features = open_artifact(steps.STEP3_FEATURES, "step3_features")
+    prepared = PreparedDataset(paths.PREPARED)
+    anchor_targets = open_artifact(paths.ANCHOR_TARGETS, "anchor_targets")
+    features = open_artifact(paths.STEP3_FEATURES, "step3_features")
     views = ViewSet(prepared, features["views"][...])
     train_views = views.of_split(TRAIN)
     classes = len(prepared.classes)
@@ -50,8 +50,8 @@ def main(rounds: int, iterations: int) -> None:
     head2 = build_head(params.backbone, params.roi, backbone2.out_channels, classes, 16)
     head4 = build_head(params.backbone, params.roi, backbone2.out_channels, classes, 16)
     cached = CachedFeatures(features, device)
-    step1_targets = ProposalTargets(steps.STEP1_PROPOSAL_TARGETS, "step1_proposal_targets")
-    step4_targets = ProposalTargets(steps.STEP4_PROPOSAL_TARGETS, "step4_proposal_targets")
+    step1_targets = ProposalTargets(paths.STEP1_PROPOSAL_TARGETS, "step1_proposal_targets")
+    step4_targets = ProposalTargets(paths.STEP4_PROPOSAL_TARGETS, "step4_proposal_targets")
     runs = {
         "step1 (RPN + backbone, images)": (
             nn.ModuleList([backbone1, rpn1]),

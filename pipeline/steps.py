@@ -35,6 +35,20 @@ from pipeline.model import (
     view_proposals,
 )
 from pipeline.model_io import load_model, save_model
+from pipeline.paths import (
+    ANCHOR_TARGETS,
+    MODEL,
+    PREPARED,
+    STEP1_PROPOSAL_TARGETS,
+    STEP1_PROPOSALS,
+    STEP1_RPN,
+    STEP2_DETECTOR,
+    STEP3_FEATURES,
+    STEP3_PROPOSALS,
+    STEP3_RPN,
+    STEP4_HEAD,
+    STEP4_PROPOSAL_TARGETS,
+)
 from pipeline.prepared import TRAIN, PreparedDataset
 from pipeline.proposal_artifacts import (
     Proposals,
@@ -46,20 +60,6 @@ from pipeline.store import Provenance, open_artifact
 from pipeline.tasks import BackboneFeatures, CachedFeatures, FastRCNNLoss, RPNLoss
 from pipeline.train import LossFn, TrainingRun, derived_seed, publish_log, resolve_device, train
 from pipeline.views import ViewSet, make_views
-
-DATA = Path("data")
-PREPARED = DATA / "prepared.zarr"
-ANCHOR_TARGETS = DATA / "anchor_targets.zarr"
-STEP1_RPN = DATA / "step1" / "rpn.pt"
-STEP1_PROPOSALS = DATA / "step1" / "proposals.zarr"
-STEP1_PROPOSAL_TARGETS = DATA / "step1" / "proposal_targets.zarr"
-STEP2_DETECTOR = DATA / "step2" / "detector.pt"
-STEP3_FEATURES = DATA / "step3" / "features.zarr"
-STEP3_RPN = DATA / "step3" / "rpn.pt"
-STEP3_PROPOSALS = DATA / "step3" / "proposals.zarr"
-STEP4_PROPOSAL_TARGETS = DATA / "step4" / "proposal_targets.zarr"
-STEP4_HEAD = DATA / "step4" / "head.pt"
-MODEL = DATA / "model" / "faster_rcnn.pt"
 
 
 def _common(params: Params) -> dict:

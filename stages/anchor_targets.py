@@ -1,30 +1,9 @@
-"""Label every anchor of every prepared image and write the anchor-target Zarr artifact."""
+"""Label every anchor of every view and write the anchor-target Zarr artifact."""
 
-import logging
-from pathlib import Path
-
-from pipeline.anchor_target_artifact import write_anchor_targets
-from pipeline.config import Params
-from pipeline.prepared import PreparedDataset
+from pipeline import data_steps
 from pipeline.runner import stage
 
-PREPARED = Path("data/prepared.zarr")
-OUT = Path("data/anchor_targets.zarr")
-
-
-@stage
-def main(params: Params) -> None:
-    """Label every anchor of every prepared image and write the anchor-target Zarr artifact."""
-    prepared = PreparedDataset(PREPARED)
-    counts = write_anchor_targets(
-        prepared, params.augment.flip, params.anchors, params.anchor_targets, params.store, OUT
-    )
-    logging.info(
-        "anchor_targets: %(foreground)d foreground, %(background)d background, "
-        "%(ignore)d ignored anchor labels",
-        counts,
-    )
-
+main = stage(data_steps.anchor_targets)
 
 if __name__ == "__main__":
     main()

@@ -2,7 +2,6 @@
 never touch the backbone, and every stage is deterministic."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,14 +9,13 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from pipeline import backbones, steps
-from pipeline.anchor_target_artifact import write_anchor_targets
+from pipeline import backbones, data_steps, paths, steps
 from pipeline.cli import main
-from pipeline.datasets.synthetic import SYNTHETIC_CLASSES, generate_synthetic
+from pipeline.datasets.synthetic import SYNTHETIC_CLASSES
 from pipeline.drawing import GT
 from pipeline.model import build_head, build_rpn, load_detector, view_proposals
 from pipeline.model_io import load_model
-from pipeline.prepared import TEST, PreparedDataset, prepare_dataset
+from pipeline.prepared import TEST, PreparedDataset
 from pipeline.proposal_artifacts import Proposals
 from pipeline.roi_head import rois_with_batch_index
 from pipeline.store import open_artifact
@@ -27,7 +25,8 @@ from tests.conftest import inside, tiny_params
 
 pytestmark = pytest.mark.slow
 
-TRAINING = [
+STAGES = [
+    data_steps.generate, data_steps.prepare, data_steps.anchor_targets,
     steps.step1_rpn, steps.step1_proposals, steps.step1_proposal_targets, steps.step2_fast_rcnn,
     steps.step3_features, steps.step3_rpn, steps.step3_proposals, steps.step4_proposal_targets,
     steps.step4_fast_rcnn, steps.export, steps.evaluate,
@@ -42,13 +41,7 @@ def tiny_pipeline(tmp_path_factory):
     root = tmp_path_factory.mktemp("pipeline")
     p = tiny_params()
     with inside(root):
-        generate_synthetic(Path("data/raw/synthetic"), p.synthetic)
-        prepare_dataset(p.data, p.store, steps.PREPARED)
-        write_anchor_targets(
-            PreparedDataset(steps.PREPARED), p.augment.flip, p.anchors, p.anchor_targets,
-            p.store, steps.ANCHOR_TARGETS,
-        )  # fmt: skip
-        for stage in TRAINING:
+        for stage in STAGES:
             stage(p)
     return root, p
 
@@ -56,16 +49,16 @@ def tiny_pipeline(tmp_path_factory):
 def test_cached_features_give_exactly_what_the_exported_detector_computes(tiny_pipeline):
     root, p = tiny_pipeline
     with inside(root):
-        detector = load_detector(steps.MODEL)
-        prepared = PreparedDataset(steps.PREPARED)
-        features = open_artifact(steps.STEP3_FEATURES, "step3_features")
+        detector = load_detector(paths.MODEL)
+        prepared = PreparedDataset(paths.PREPARED)
+        features = open_artifact(paths.STEP3_FEATURES, "step3_features")
         views = ViewSet(prepared, features["views"][...])
         step3_rpn = build_rpn(p.anchors, p.rpn, features["features"].shape[1])
-        step3_rpn.load_state_dict(load_model(steps.STEP3_RPN, "step3_rpn")["parts"]["rpn"])
+        step3_rpn.load_state_dict(load_model(paths.STEP3_RPN, "step3_rpn")["parts"]["rpn"])
         step4_head = build_head(p.backbone, p.roi, features["features"].shape[1],
                                 len(prepared.classes), 16)  # fmt: skip
-        step4_head.load_state_dict(load_model(steps.STEP4_HEAD, "step4_fast_rcnn")["parts"]["head"])
-        stored = Proposals(steps.STEP3_PROPOSALS, "step3_proposals")
+        step4_head.load_state_dict(load_model(paths.STEP4_HEAD, "step4_fast_rcnn")["parts"]["head"])
+        stored = Proposals(paths.STEP3_PROPOSALS, "step3_proposals")
         step3_rpn.eval(), step4_head.eval()
         for v in views.of_split(TEST):
             image = int(views.views[v, 0])
@@ -94,7 +87,7 @@ def test_steps_3_and_4_never_build_or_run_a_backbone(tiny_pipeline, monkeypatch)
     monkeypatch.setattr(steps, "build_backbone", refuse)
     monkeypatch.setattr(backbones.Backbone, "__init__", refuse)
     monkeypatch.setattr(backbones.Backbone, "forward", refuse)
-    outputs = [steps.STEP3_RPN, steps.STEP4_HEAD]
+    outputs = [paths.STEP3_RPN, paths.STEP4_HEAD]
     with inside(root):
         before = [path.read_bytes() for path in outputs]
         for stage in BACKBONE_FREE:
@@ -106,8 +99,8 @@ def test_steps_3_and_4_never_build_or_run_a_backbone(tiny_pipeline, monkeypatch)
 def test_exported_detector_finds_boxes_on_a_test_image(tiny_pipeline):
     root, _ = tiny_pipeline
     with inside(root):
-        detector = load_detector(steps.MODEL)
-        prepared = PreparedDataset(steps.PREPARED)
+        detector = load_detector(paths.MODEL)
+        prepared = PreparedDataset(paths.PREPARED)
         image = int(next(i for i in range(len(prepared)) if prepared.split[i] == TEST))
         h, w = prepared.image_sizes[image]
         out = detector.detect(prepared.images[image][:h, :w])
@@ -139,7 +132,7 @@ def test_show_draws_the_requested_layers_on_the_prepared_image(tiny_pipeline, tm
                "--data", str(root / "data"), "-o", str(out)],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    prepared = PreparedDataset(root / steps.PREPARED)
+    prepared = PreparedDataset(root / paths.PREPARED)
     h, w = prepared.image_sizes[0]
     picture = np.asarray(Image.open(out))
     assert picture.shape == (h, w, 3)
@@ -161,7 +154,7 @@ def test_show_rejects_an_unknown_layer_and_image(tiny_pipeline, tmp_path):
 
 def test_detect_on_files_agrees_with_the_evaluation_and_skips_bad_images(tiny_pipeline, tmp_path):
     root, _ = tiny_pipeline
-    prepared = PreparedDataset(root / steps.PREPARED)
+    prepared = PreparedDataset(root / paths.PREPARED)
     test_image = next(i for i in range(len(prepared)) if prepared.split[i] == TEST)
     name = prepared.image_ids[test_image]
     jpeg = root / "data/raw/synthetic/JPEGImages" / f"{name}.jpg"
@@ -169,7 +162,7 @@ def test_detect_on_files_agrees_with_the_evaluation_and_skips_bad_images(tiny_pi
     broken.write_text("not a jpeg")
     out = tmp_path / "detections.json"
     result = CliRunner().invoke(
-        main, ["detect", str(jpeg), str(broken), "--model", str(root / steps.MODEL),
+        main, ["detect", str(jpeg), str(broken), "--model", str(root / paths.MODEL),
                "--out", str(out), "--draw", str(tmp_path / "drawn"), "--score-thresh", "0.05"],
     )  # fmt: skip
     assert result.exit_code == 1

@@ -8,11 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline import steps
-from pipeline.anchor_target_artifact import write_anchor_targets
-from pipeline.datasets.synthetic import generate_synthetic
+from pipeline import data_steps, paths, steps
 from pipeline.model import build_rpn
-from pipeline.prepared import TRAIN, PreparedDataset, prepare_dataset
+from pipeline.prepared import TRAIN, PreparedDataset
 from pipeline.store import open_artifact
 from pipeline.tasks import BackboneFeatures, RPNLoss
 from pipeline.train import TrainingDiverged, TrainingRun, batch_at, lr_at, train
@@ -27,18 +25,14 @@ def tiny_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny")
     p = tiny_params()
     with inside(root):
-        generate_synthetic(Path("data/raw/synthetic"), p.synthetic)
-        prepare_dataset(p.data, p.store, steps.PREPARED)
-        prepared = PreparedDataset(steps.PREPARED)
-        write_anchor_targets(
-            prepared, p.augment.flip, p.anchors, p.anchor_targets, p.store, steps.ANCHOR_TARGETS
-        )
+        for stage in (data_steps.generate, data_steps.prepare, data_steps.anchor_targets):
+            stage(p)
     return root, p
 
 
 def rpn_run(root: Path, p, work: Path, iterations: int, lr: float = 0.01) -> TrainingRun:
-    prepared = PreparedDataset(root / steps.PREPARED)
-    targets = open_artifact(root / steps.ANCHOR_TARGETS, "anchor_targets")
+    prepared = PreparedDataset(root / paths.PREPARED)
+    targets = open_artifact(root / paths.ANCHOR_TARGETS, "anchor_targets")
     views = ViewSet(prepared, targets["views"][...])
     backbone = steps.initial_backbone(p)
     torch.manual_seed(1)
