@@ -82,18 +82,23 @@ def read_splits(data: DataParams, classes: tuple[str, ...]) -> list[tuple[int, I
     return pairs
 
 
-def fit_boxes(boxes: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray, int]:
-    """Clip boxes to the image; return them, the mask of non-empty ones and how many changed.
+def fit_boxes(boxes: np.ndarray, height: int, width: int, where: str) -> tuple[np.ndarray, int]:
+    """Clip boxes to the image; return them and how many changed.
 
-    Annotations that stick out of the image are common (rounding, careless tools); clipping
-    keeps the object, and a box left empty by clipping has nothing in the image to detect.
+    Annotations that stick out of the image a little are common (rounding, careless tools):
+    clipping keeps the object. A box with no part inside the image is a broken annotation.
     """
     clipped = boxes.copy()
     clipped[:, 0::2] = boxes[:, 0::2].clip(0, width)
     clipped[:, 1::2] = boxes[:, 1::2].clip(0, height)
-    keep = (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
-    changed = int(((clipped != boxes).any(axis=1) & keep).sum())
-    return clipped, keep, changed
+    empty = (clipped[:, 2] <= clipped[:, 0]) | (clipped[:, 3] <= clipped[:, 1])
+    if empty.any():
+        k = int(np.argmax(empty))
+        raise DatasetError(
+            f"{where}: object {k + 1} box {boxes[k].tolist()} lies outside the "
+            f"{width}x{height} image"
+        )
+    return clipped, int((clipped != boxes).any(axis=1).sum())
 
 
 @dataclass(frozen=True)
@@ -129,16 +134,13 @@ def prepare_dataset(data: DataParams, store: StoreParams, out: Path) -> dict[str
     shapes = [resized_shape(h, w, s) for (h, w), s in zip(scan.original_sizes, scales, strict=True)]
     canvas = canvas_shape(shapes)
 
-    boxes, labels, difficult, counts = [], [], [], []
-    clipped = dropped = 0
+    boxes, counts = [], []
+    clipped = 0
     for (_, record), (h, w), scale in zip(pairs, scan.original_sizes, scales, strict=True):
-        fitted, keep, changed = fit_boxes(record.boxes, int(h), int(w))
+        fitted, changed = fit_boxes(record.boxes, int(h), int(w), record.source)
         clipped += changed
-        dropped += int((~keep).sum())
-        boxes.append(fitted[keep] * scale)
-        labels.append(record.labels[keep])
-        difficult.append(record.difficult[keep])
-        counts.append(int(keep.sum()))
+        boxes.append(fitted * scale)
+        counts.append(len(fitted))
 
     provenance = Provenance(
         STAGE,
@@ -156,8 +158,8 @@ def prepare_dataset(data: DataParams, store: StoreParams, out: Path) -> dict[str
     }
     ragged = {
         "boxes": np.concatenate(boxes).astype(np.float32).reshape(-1, 4),
-        "labels": np.concatenate(labels).astype(np.int16),
-        "difficult": np.concatenate(difficult).astype(bool),
+        "labels": np.concatenate([r.labels for _, r in pairs]).astype(np.int16),
+        "difficult": np.concatenate([r.difficult for _, r in pairs]).astype(bool),
     }
     for name, values in small.items():
         writer.array(name, values.shape, values.dtype)[...] = values
@@ -181,7 +183,6 @@ def prepare_dataset(data: DataParams, store: StoreParams, out: Path) -> dict[str
         "test_images": int((small["split"] == TEST).sum()),
         "boxes": int(sum(counts)),
         "boxes_clipped": clipped,
-        "boxes_dropped": dropped,
     }
     writer.group.attrs.update(
         {
@@ -192,10 +193,8 @@ def prepare_dataset(data: DataParams, store: StoreParams, out: Path) -> dict[str
         }
     )
     writer.commit(summary={"counts": summary})
-    if clipped or dropped:
-        log.warning(
-            "prepare: %d boxes clipped to their image, %d outside it dropped", clipped, dropped
-        )
+    if clipped:
+        log.warning("prepare: %d boxes clipped to their image", clipped)
     return summary
 
 

@@ -27,12 +27,15 @@ def test_canvas_holds_every_image_and_is_padded_to_32():
     assert canvas_shape([(600, 800), (610, 700)]) == (640, 800)
 
 
-def test_fit_boxes_clips_and_drops():
-    boxes = np.array([[-5, 2, 10, 10], [1, 1, 5, 5], [60, 60, 70, 70]], np.float32)
-    fitted, keep, changed = fit_boxes(boxes, 50, 50)
-    assert keep.tolist() == [True, True, False]
+def test_fit_boxes_clips_and_refuses_boxes_outside_the_image():
+    boxes = np.array([[-5, 2, 10, 10], [1, 1, 5, 5]], np.float32)
+    fitted, changed = fit_boxes(boxes, 50, 50, "a.xml")
     assert changed == 1
     np.testing.assert_array_equal(fitted[0], [0, 2, 10, 10])
+    outside = np.array([[1, 1, 5, 5], [60, 60, 70, 70]], np.float32)
+    with pytest.raises(DatasetError, match=r"a.xml: object 2 box \[60.0, 60.0, 70.0, 70.0\] lies "
+                       "outside the 50x50 image"):  # fmt: skip
+        fit_boxes(outside, 50, 50, "a.xml")
 
 
 def voc_params(params, root, **changes):
@@ -81,13 +84,13 @@ def test_prepare_from_coco_matches_prepare_from_voc(tmp_path, params):
         np.testing.assert_array_equal(a.difficult(i).numpy(), b.difficult(i).numpy())
 
 
-def test_boxes_outside_the_image_are_clipped_or_dropped_and_counted(tmp_path, params):
+def test_boxes_partly_outside_the_image_are_clipped_and_counted(tmp_path, params):
     image = TinyImage(
-        "a", 50, 60, [("cat", [-4, 2, 30, 30], False), ("dog", [70, 10, 90, 20], False)]
+        "a", 50, 60, [("cat", [-4, 2, 30, 30], False), ("dog", [40, 10, 70, 20], False)]
     )
     root = write_voc(tmp_path / "voc", {"trainval": [image], "test": [TinyImage("b", 50, 50)]})
     counts = prepare_dataset(voc_params(params, root).data, STORE, tmp_path / "p.zarr")
-    assert (counts["boxes_clipped"], counts["boxes_dropped"], counts["boxes"]) == (1, 1, 1)
+    assert (counts["boxes_clipped"], counts["boxes"]) == (2, 2)
 
 
 @pytest.mark.parametrize(
@@ -132,7 +135,7 @@ def test_synthetic_dataset_is_deterministic_and_reads_as_voc(tmp_path, params):
     p = with_data(params, source="synthetic", root=str(tmp_path / "a"), min_size=64, max_size=96)
     prepared_counts = prepare_dataset(p.data, STORE, tmp_path / "p.zarr")
     assert prepared_counts["boxes"] == counts["objects"]
-    assert prepared_counts["boxes_clipped"] == prepared_counts["boxes_dropped"] == 0
+    assert prepared_counts["boxes_clipped"] == 0
 
 
 def test_synthetic_objects_cover_sizes_classes_and_difficulty(tmp_path, params):

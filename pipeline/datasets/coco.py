@@ -84,4 +84,4 @@ def read_coco_split(
         check_box(box, where)
         label = category_label[ann["category_id"]]
         objects[ann["image_id"]].append((box, label, bool(ann.get("iscrowd", 0))))
-    return [make_record(str(i), files[i], objects[i]) for i in files]
+    return [make_record(str(i), files[i], objects[i], f"{annotations}: image {i}") for i in files]

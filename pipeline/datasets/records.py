@@ -20,17 +20,19 @@ class ImageRecord:
     boxes: np.ndarray  # [K, 4] float32, [x1, y1, x2, y2] in original pixels
     labels: np.ndarray  # [K] int64, index into the class list (0 is background)
     difficult: np.ndarray  # [K] bool
+    source: str  # where the annotation came from, for error messages
 
 
 def make_record(
     image_id: str,
     path: Path,
     objects: list[tuple[list[float], int, bool]],
+    source: str,
 ) -> ImageRecord:
     boxes = np.array([o[0] for o in objects], dtype=np.float32).reshape(-1, 4)
     labels = np.array([o[1] for o in objects], dtype=np.int64)
     difficult = np.array([o[2] for o in objects], dtype=bool)
-    return ImageRecord(image_id, path, boxes, labels, difficult)
+    return ImageRecord(image_id, path, boxes, labels, difficult, source)
 
 
 def parse_coordinate(raw: object, where: str, name: str) -> float:

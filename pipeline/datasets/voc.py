@@ -97,4 +97,4 @@ def _read_annotation(
         box = [xmin - 1, ymin - 1, xmax, ymax]
         difficult = (obj.findtext("difficult") or "0").strip() == "1"
         objects.append((box, index[name], difficult))
-    return make_record(image_id, image_path, objects)
+    return make_record(image_id, image_path, objects, str(xml_path))
