@@ -16,15 +16,30 @@ from pipeline.errors import FrcnnError
 
 
 def report_errors(debug: bool, action: Callable[[], Any]) -> Any:
-    """Run `action`; a FrcnnError becomes `error: <message>` and exit 1 (traceback if debug)."""
+    """Run `action`; a user's problem becomes one line on stderr and a non-zero exit.
+
+    FrcnnError (bad params, data or artifacts) and OSError (unwritable folder, full disk)
+    exit 1, Ctrl-C exits 130; `debug` shows the traceback instead.
+    """
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
         return action()
-    except FrcnnError as exc:
+    except (FrcnnError, OSError) as exc:
         if debug:
             raise
-        click.echo(f"error: {exc}", err=True)
+        click.echo(f"error: {_describe(exc)}", err=True)
         sys.exit(1)
+    except KeyboardInterrupt as exc:
+        if debug:
+            raise
+        click.echo(f"interrupted{': ' + str(exc) if str(exc) else ''}", err=True)
+        sys.exit(130)
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return f"{exc.filename}: {exc.strerror or exc}"
+    return str(exc)
 
 
 def stage(fn: Callable[[Params], Any]) -> click.Command:

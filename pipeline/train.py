@@ -13,8 +13,9 @@ from __future__ import annotations
 import hashlib
 import math
 import shutil
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+import signal
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,18 +97,18 @@ def train(run: TrainingRun, device: torch.device) -> list[dict[str, float]]:
     run.work.mkdir(parents=True, exist_ok=True)
     checkpoint_path = run.work / "checkpoint.pt"
     optimizer = _optimizer(run.module, run.common, run.step)
-    start, history = 0, []
+    start, history, sums = 0, [], {}
     if checkpoint_path.exists():
         checkpoint = safe_load(checkpoint_path)
         if checkpoint.get("fingerprint") == run.fingerprint:
             run.module.load_state_dict(checkpoint["model"])
             optimizer.load_state_dict(checkpoint["optimizer"])
             start, history = checkpoint["iteration"], checkpoint["history"]
+            sums = checkpoint["pending_sums"]
     live = _replay_log(run.work / "live", history)
     amp = _autocast(run.common.amp, device)
     scaler = torch.amp.GradScaler("cuda", enabled=run.common.amp == "fp16")
     run.module.train()
-    sums: dict[str, float] = {}
     bar = tqdm(
         range(start, run.step.iterations),
         initial=start,
@@ -116,55 +117,103 @@ def train(run: TrainingRun, device: torch.device) -> list[dict[str, float]]:
         unit="it",
         leave=False,
     )
-    for iteration in bar:
-        seed = derived_seed(run.common.seed, run.stage, iteration)
-        torch.manual_seed(seed)
-        generator = torch.Generator().manual_seed(seed)
-        lr = lr_at(iteration, run.step)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        batch = batch_at(iteration, run.step.images_per_batch, run.views, run.common.seed)
-        with amp:
-            losses = run.loss_fn(batch, generator)
-        total = sum(losses.values())
-        for name, value in {**losses, "total": total}.items():
-            if not torch.isfinite(value):
-                raise TrainingDiverged(
-                    f"{run.stage}: loss term {name} is {value.item()} at iteration {iteration}; "
-                    f"the last good checkpoint ({checkpoint_path}) is kept: lower the lr "
-                    f"(train.{run.stage.split('_')[0]}.lr) and rerun to resume from it"
-                )
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(total).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        for name, value in losses.items():
-            sums[name] = sums.get(name, 0.0) + value.item()
-        if (iteration + 1) % run.common.log_every == 0 or iteration + 1 == run.step.iterations:
-            count = (iteration % run.common.log_every) + 1
-            row = {"iteration": iteration + 1, "lr": lr}
-            row.update({f"loss/{k}": v / count for k, v in sums.items()})
-            row["loss/total"] = sum(v for k, v in row.items() if k.startswith("loss/"))
-            history.append(row)
-            _log(live, row)
-            bar.set_postfix(loss=f"{row['loss/total']:.3f}")
-            sums = {}
-        done = iteration + 1
-        if done % run.common.checkpoint_every == 0 or done == run.step.iterations:
-            atomic_save(
-                {
-                    "fingerprint": run.fingerprint,
-                    "iteration": done,
-                    "model": run.module.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "history": history,
-                    "torch_rng_state": torch.get_rng_state(),
-                },
-                checkpoint_path,
-            )
+
+    def save(done: int) -> None:
+        state = {
+            "fingerprint": run.fingerprint,
+            "iteration": done,
+            "model": run.module.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "history": history,
+            "pending_sums": sums,  # losses since the last log line
+            "torch_rng_state": torch.get_rng_state(),
+        }
+        atomic_save(state, checkpoint_path)
+
+    with _deferred_interrupt() as interrupted:
+        for iteration in bar:
+            losses = _step(run, iteration, optimizer, scaler, amp, checkpoint_path)
+            done = iteration + 1
+            for name, value in losses.items():
+                sums[name] = sums.get(name, 0.0) + value
+            if done % run.common.log_every == 0 or done == run.step.iterations:
+                count = (iteration % run.common.log_every) + 1
+                row = {"iteration": done, "lr": lr_at(iteration, run.step)}
+                row.update({f"loss/{k}": v / count for k, v in sums.items()})
+                row["loss/total"] = sum(v for k, v in row.items() if k.startswith("loss/"))
+                history.append(row)
+                _log(live, row)
+                bar.set_postfix(loss=f"{row['loss/total']:.3f}")
+                sums = {}
+            finished = done == run.step.iterations
+            if done % run.common.checkpoint_every == 0 or finished or interrupted():
+                save(done)
+            if interrupted():
+                bar.close()
+                raise KeyboardInterrupt(f"{run.stage}: interrupted; checkpoint at iteration {done}")
     bar.close()
     live.end()
     return history
+
+
+@contextmanager
+def _deferred_interrupt() -> Iterator[Callable[[], bool]]:
+    """Ctrl-C sets a flag instead of stopping mid-update; the loop checks it between
+    iterations, so the checkpoint it writes holds a consistent model and optimizer."""
+    pressed = []
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        signal.signal(signal.SIGINT, lambda signum, frame: pressed.append(signum))
+    except ValueError:  # not the main thread: Ctrl-C cannot reach us here anyway
+        yield lambda: False
+        return
+    try:
+        yield lambda: bool(pressed)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _step(
+    run: TrainingRun,
+    iteration: int,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    amp: AbstractContextManager,
+    checkpoint_path: Path,
+) -> dict[str, float]:
+    """One seeded SGD iteration; refuses to apply a non-finite loss or gradient."""
+    seed = derived_seed(run.common.seed, run.stage, iteration)
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    for group in optimizer.param_groups:
+        group["lr"] = lr_at(iteration, run.step)
+    batch = batch_at(iteration, run.step.images_per_batch, run.views, run.common.seed)
+    with amp:
+        losses = run.loss_fn(batch, generator)
+    total = sum(losses.values())
+    step_key = f"train.{run.stage.split('_')[0]}.lr"
+    advice = (
+        f"the last good checkpoint ({checkpoint_path}) is kept: lower {step_key} and rerun "
+        "to resume from it"
+    )
+    for name, value in {**losses, "total": total}.items():
+        if not torch.isfinite(value):
+            raise TrainingDiverged(
+                f"{run.stage}: loss term {name} is {value.item()} at iteration {iteration}; "
+                + advice
+            )
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(total).backward()
+    scaler.unscale_(optimizer)
+    grads = [p.grad for p in run.module.parameters() if p.grad is not None]
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+    if not torch.isfinite(norm) and not scaler.is_enabled():
+        raise TrainingDiverged(
+            f"{run.stage}: gradient norm is {norm.item()} at iteration {iteration}; " + advice
+        )
+    scaler.step(optimizer)  # with fp16, GradScaler skips steps with inf gradients itself
+    scaler.update()
+    return {name: value.item() for name, value in losses.items()}
 
 
 def _autocast(amp: str, device: torch.device) -> AbstractContextManager:

@@ -1,6 +1,8 @@
 """The shared training loop: it learns, it is deterministic, it resumes exactly, it stops on NaN."""
 
 import dataclasses
+import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +11,7 @@ import torch
 from torch import nn
 
 from pipeline import data_steps, paths, steps
+from pipeline.errors import ArtifactError
 from pipeline.model import build_rpn
 from pipeline.prepared import TRAIN, PreparedDataset
 from pipeline.store import open_artifact
@@ -131,3 +134,49 @@ def test_data_order_covers_each_view_once_per_epoch():
 def test_step_learning_rate():
     step = dataclasses.replace(tiny_params().train.step1, lr=0.1, lr_steps=(5, 8), lr_gamma=0.1)
     assert [round(lr_at(i, step), 6) for i in (0, 4, 5, 7, 8)] == [0.1, 0.1, 0.01, 0.01, 0.001]
+
+
+def test_ctrl_c_checkpoints_the_finished_iteration_and_resumes_exactly(tiny_data, tmp_path):
+    root, p = tiny_data
+    reference = rpn_run(root, p, tmp_path / "reference", iterations=12)
+    train(reference, CPU)
+
+    run = rpn_run(root, p, tmp_path / "work", iterations=12)
+    calls = {"n": 0}
+
+    def ctrl_c_during_the_seventh(batch, generator):
+        calls["n"] += 1
+        if calls["n"] == 7:
+            os.kill(os.getpid(), signal.SIGINT)
+        return run.loss_fn(batch, generator)
+
+    with pytest.raises(KeyboardInterrupt, match="checkpoint at iteration 7"):
+        train(dataclasses.replace(run, loss_fn=ctrl_c_during_the_seventh), CPU)
+    checkpoint = torch.load(tmp_path / "work" / "checkpoint.pt", weights_only=True)
+    assert checkpoint["iteration"] == 7  # not 5, the last periodic one
+    resumed = rpn_run(root, p, tmp_path / "work", iterations=12)
+    train(resumed, CPU)
+    assert_same_state(state_of(resumed.module), state_of(reference.module))
+
+
+def test_a_nan_gradient_stops_the_stage(tiny_data, tmp_path):
+    root, p = tiny_data
+    run = rpn_run(root, p, tmp_path / "work", iterations=12)
+    weight = next(iter(run.module.parameters()))
+
+    def nan_gradient(batch, generator):
+        losses = run.loss_fn(batch, generator)
+        # sqrt at 0: the value is finite (0), its gradient is not.
+        losses["rpn_box"] = losses["rpn_box"] + torch.sqrt(weight.sum() * 0.0)
+        return losses
+
+    with pytest.raises(TrainingDiverged, match="step1_rpn: gradient norm is nan at iteration 0"):
+        train(dataclasses.replace(run, loss_fn=nan_gradient), CPU)
+
+
+def test_a_corrupt_checkpoint_is_refused(tiny_data, tmp_path):
+    root, p = tiny_data
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "checkpoint.pt").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(ArtifactError, match="checkpoint.pt: not a checkpoint or model file"):
+        train(rpn_run(root, p, tmp_path / "work", iterations=4), CPU)
