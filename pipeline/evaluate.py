@@ -52,7 +52,7 @@ def detect_prepared(
     detector = load_detector(model_path)
     config = detector.config
     found = []
-    for i in tqdm(images, desc="evaluate", unit="img", leave=False):
+    for i in tqdm(images, desc="evaluate", unit="img", leave=False, disable=None):
         size = tuple(int(v) for v in prepared.image_sizes[i])
         scale = float(prepared.scales[i])
         out = detector.forward_view(normalise(prepared.images[int(i)], *size, False), size, scale)

@@ -149,7 +149,9 @@ class ArtifactWriter:
         n, per_shard = first.shape[0], first.shards[0]
         pending = [s for s in range(math.ceil(n / per_shard)) if not self._shard_done(first, s)]
         done_items = n - sum(min(per_shard, n - s * per_shard) for s in pending)
-        with tqdm(total=n, initial=done_items, desc=desc, unit="img", leave=False) as bar:
+        with tqdm(
+            total=n, initial=done_items, desc=desc, unit="img", leave=False, disable=None
+        ) as bar:
             for shard in pending:
                 start, stop = shard * per_shard, min(n, (shard + 1) * per_shard)
                 items = []

@@ -116,6 +116,7 @@ def train(run: TrainingRun, device: torch.device) -> list[dict[str, float]]:
         desc=run.stage,
         unit="it",
         leave=False,
+        disable=None,  # no progress bar when stderr is not a terminal (logs, CI)
     )
 
     def save(done: int) -> None:
