@@ -1,6 +1,7 @@
 """The real `dvc repro` on a tiny profile, in a throw-away copy of the repository."""
 
 import os
+import random
 import re
 import shutil
 import signal
@@ -18,6 +19,11 @@ from tests.conftest import REPO, TINY, with_changes
 
 pytestmark = pytest.mark.slow
 
+PIPELINE = [
+    "generate", "prepare", "anchor_targets", "step1_rpn", "step1_proposals",
+    "step1_proposal_targets", "step2_fast_rcnn", "step3_features", "step3_rpn", "step3_proposals",
+    "step4_proposal_targets", "step4_fast_rcnn", "export", "evaluate",
+]  # fmt: skip
 PROJECT_FILES = [
     "pipeline", "stages", "dvc.yaml", "params.yaml", ".dvc/config", ".dvcignore", ".gitignore",
 ]  # fmt: skip
@@ -100,14 +106,42 @@ def artifact_bytes(root: Path) -> dict[str, bytes]:
     return files
 
 
-def dvc_killed_once(root: Path, when: Path) -> None:
-    """Start `dvc repro`, SIGKILL it (and its stage) as soon as `when` exists."""
+def start_repro(root: Path, log: Path | None = None) -> subprocess.Popen:
+    """`dvc repro` in its own process group, so that one signal reaches its stage too."""
     bin_dir = str(Path(sys.executable).parent)
     env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ["PATH"]}
-    process = subprocess.Popen(
+    out = log.open("w") if log else subprocess.DEVNULL
+    return subprocess.Popen(
         [str(Path(bin_dir) / "dvc"), "repro"], cwd=root, env=env, start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=out, stderr=subprocess.STDOUT,
     )  # fmt: skip
+
+
+def dvc_killed_during(root: Path, stage: str, delay: float) -> str | None:
+    """Start `dvc repro`; once `stage` has started, wait `delay` seconds and SIGKILL it all.
+
+    Returns the stage that was running when killed, or None if the pipeline finished first.
+    """
+    log = root.parent / "repro.log"
+    process = start_repro(root, log)
+    deadline = time.monotonic() + 600
+    while f"Running stage '{stage}'" not in log.read_text():
+        if process.poll() is not None:
+            return None
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    try:
+        process.wait(timeout=delay)
+        return None
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    return stages_run(log.read_text())[-1]
+
+
+def dvc_killed_once(root: Path, when: Path) -> None:
+    """Start `dvc repro`, SIGKILL it (and its stage) as soon as `when` exists."""
+    process = start_repro(root)
     deadline = time.monotonic() + 600
     while not when.exists():
         assert process.poll() is None, "the pipeline ended before the kill"
@@ -117,15 +151,19 @@ def dvc_killed_once(root: Path, when: Path) -> None:
     process.wait()
 
 
-def test_full_pipeline_is_byte_reproducible_and_survives_a_kill(tmp_path):
-    first = make_project(tmp_path / "first")
-    output = dvc(first, "repro")
-    assert stages_run(output)[-1] == "export"
-    assert "up to date" in dvc(first, "status")
-    reference = artifact_bytes(first)
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> dict[str, bytes]:
+    """The artifacts of one uninterrupted run of the whole tiny pipeline."""
+    root = make_project(tmp_path_factory.mktemp("reference") / "project")
+    output = dvc(root, "repro")
+    assert stages_run(output)[-1] == "evaluate"
+    assert "up to date" in dvc(root, "status")
+    return artifact_bytes(root)
+
+
+def test_full_pipeline_is_byte_reproducible_and_survives_a_kill(tmp_path, reference):
     assert "data/model/faster_rcnn.pt" in reference
     assert any(name.startswith("data/step3/features.zarr/") for name in reference)
-
     second = make_project(tmp_path / "second")
     assert artifact_bytes(second) == {}
     # Killed in step 2's training, right after its first checkpoint.
@@ -135,3 +173,23 @@ def test_full_pipeline_is_byte_reproducible_and_survives_a_kill(tmp_path):
     assert stages_run(output)[0] == "step2_fast_rcnn"
     assert artifact_bytes(second) == reference
     assert "up to date" in dvc(second, "status")
+
+
+def test_killed_at_random_moments_it_still_ends_byte_identical(tmp_path, reference):
+    """SIGKILL `dvc repro` at a seeded random moment inside each stage in turn (shard writes,
+    checkpoints, renames into place...), rerunning after each kill, then let it finish."""
+    root = make_project(tmp_path / "killed")
+    rng = random.Random(2015)
+    killed_in = []
+    for stage in PIPELINE:
+        running = dvc_killed_during(root, stage, rng.uniform(0.0, 1.5))
+        if running is not None:
+            killed_in.append(running)
+    print(f"killed {len(killed_in)} times, in: {', '.join(killed_in)}")
+    output = dvc(root, "repro")
+    assert len(killed_in) >= 10, killed_in
+    assert len(set(killed_in)) >= 8, killed_in
+    assert stages_run(output), "the last rerun had nothing left to do"
+    assert artifact_bytes(root) == reference
+    assert "up to date" in dvc(root, "status")
+    assert not list((root / "data").rglob("*.partial"))
