@@ -25,7 +25,7 @@ def test_repo_params_load_into_typed_sections(params):
         ("anchors", "ratioz", [1.0], "unknown key 'anchors.ratioz' (valid keys in anchors: "
          "ratios, scales, stride)"),
         ("anchors", "stride", "16", "'anchors.stride' is '16' (str); expected an integer"),
-        ("anchors", "stride", 0, "'anchors.stride' is 0; allowed: an integer > 0"),
+        ("anchors", "stride", 0, "'anchors.stride' is 0; allowed: 16, the feature stride"),
         ("anchors", "ratios", [], "'anchors.ratios' is []; allowed: a non-empty list"),
         ("anchors", "scales", [1, -2], "'anchors.scales' is [1, -2]; allowed"),
         ("anchor_targets", "fg_iou", 1.5, "'anchor_targets.fg_iou' is 1.5; allowed: a number "
@@ -34,7 +34,7 @@ def test_repo_params_load_into_typed_sections(params):
          "anchor_targets.fg_iou (0.7)"),
         ("data", "source", "imagenet", "'data.source' is 'imagenet' (str); allowed: synthetic | "
          "voc | coco"),
-        ("data", "min_size", 900, "'data.min_size' is 900; allowed: <= data.max_size (512)"),
+        ("data", "min_size", 900, "'data.min_size' is 900; allowed: <= data.max_size (384)"),
         ("data", "classes", ["a", "a"], "'data.classes' is ['a', 'a']; allowed: null or a "
          "non-empty list of distinct"),
         ("store", "shard_size", True, "'store.shard_size' is True; expected an integer"),
