@@ -99,11 +99,18 @@ def _train_and_save(
     views: np.ndarray,
     step: StepParams,
     params: Params,
-    provenance: Provenance,
+    sections: dict[str, object],
+    inputs: dict[str, str],
     device: torch.device,
 ) -> dict[str, float]:
     """Train, save the parts as the stage's model file, publish the loss log; return the last
-    logged losses."""
+    logged losses. The model records `sections` of the params, the training params and the
+    fingerprints of its `inputs`."""
+    provenance = Provenance(
+        stage,
+        params={**sections, "train": _common(params), "step": to_dict(step)},
+        inputs=inputs,
+    )
     work = out.with_name(out.name + ".partial")
     module = nn.ModuleDict(parts).to(device)
     run = TrainingRun(
@@ -127,16 +134,6 @@ def step1_rpn(params: Params) -> dict:
     _seeded_init(params, "step1_rpn")
     rpn = build_rpn(params.anchors, params.rpn, backbone.out_channels)
     features = BackboneFeatures(backbone, views, device, params.train.channels_last)
-    provenance = Provenance(
-        "step1_rpn",
-        params={
-            "backbone": to_dict(params.backbone),
-            "rpn": to_dict(params.rpn),
-            "train": _common(params),
-            "step": to_dict(params.train.step1),
-        },
-        inputs={"anchor_targets": targets.attrs["fingerprint"]},
-    )
     return _train_and_save(
         "step1_rpn",
         STEP1_RPN,
@@ -145,8 +142,12 @@ def step1_rpn(params: Params) -> dict:
         views.of_split(TRAIN),
         params.train.step1,
         params,
-        provenance,
-        device,
+        sections={
+            "backbone": to_dict(params.backbone),
+            "rpn": to_dict(params.rpn),
+        },
+        inputs={"anchor_targets": targets.attrs["fingerprint"]},
+        device=device,
     )
 
 
@@ -255,16 +256,6 @@ def step2_fast_rcnn(params: Params) -> dict:
         params.backbone, params.roi, backbone.out_channels, _num_classes(prepared), backbone.stride
     )
     features = BackboneFeatures(backbone, views, device, params.train.channels_last)
-    provenance = Provenance(
-        "step2_fast_rcnn",
-        params={
-            "backbone": to_dict(params.backbone),
-            "roi": to_dict(params.roi),
-            "train": _common(params),
-            "step": to_dict(params.train.step2),
-        },
-        inputs={"step1_proposal_targets": targets.fingerprint},
-    )
     return _train_and_save(
         "step2_fast_rcnn",
         STEP2_DETECTOR,
@@ -273,8 +264,12 @@ def step2_fast_rcnn(params: Params) -> dict:
         views.of_split(TRAIN),
         params.train.step2,
         params,
-        provenance,
-        device,
+        sections={
+            "backbone": to_dict(params.backbone),
+            "roi": to_dict(params.roi),
+        },
+        inputs={"step1_proposal_targets": targets.fingerprint},
+        device=device,
     )
 
 
@@ -317,18 +312,6 @@ def step3_rpn(params: Params) -> dict:
     views = ViewSet(prepared, features["views"][...])
     _seeded_init(params, "step3_rpn")
     rpn = build_rpn(params.anchors, params.rpn, features["features"].shape[1])
-    provenance = Provenance(
-        "step3_rpn",
-        params={
-            "rpn": to_dict(params.rpn),
-            "train": _common(params),
-            "step": to_dict(params.train.step3),
-        },
-        inputs={
-            "step3_features": features.attrs["fingerprint"],
-            "anchor_targets": targets.attrs["fingerprint"],
-        },
-    )
     return _train_and_save(
         "step3_rpn",
         STEP3_RPN,
@@ -337,8 +320,14 @@ def step3_rpn(params: Params) -> dict:
         views.of_split(TRAIN),
         params.train.step3,
         params,
-        provenance,
-        device,
+        sections={
+            "rpn": to_dict(params.rpn),
+        },
+        inputs={
+            "step3_features": features.attrs["fingerprint"],
+            "anchor_targets": targets.attrs["fingerprint"],
+        },
+        device=device,
     )
 
 
@@ -403,19 +392,6 @@ def step4_fast_rcnn(params: Params) -> dict:
     )
     # The paper fine-tunes the head the detector already has (step 2), not a fresh one.
     head.load_state_dict(detector["parts"]["head"])
-    provenance = Provenance(
-        "step4_fast_rcnn",
-        params={
-            "roi": to_dict(params.roi),
-            "train": _common(params),
-            "step": to_dict(params.train.step4),
-        },
-        inputs={
-            "step3_features": features.attrs["fingerprint"],
-            "step4_proposal_targets": targets.fingerprint,
-            "step2_fast_rcnn": detector["fingerprint"],
-        },
-    )
     return _train_and_save(
         "step4_fast_rcnn",
         STEP4_HEAD,
@@ -424,8 +400,15 @@ def step4_fast_rcnn(params: Params) -> dict:
         views.of_split(TRAIN),
         params.train.step4,
         params,
-        provenance,
-        device,
+        sections={
+            "roi": to_dict(params.roi),
+        },
+        inputs={
+            "step3_features": features.attrs["fingerprint"],
+            "step4_proposal_targets": targets.fingerprint,
+            "step2_fast_rcnn": detector["fingerprint"],
+        },
+        device=device,
     )
 
 
