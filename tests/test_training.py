@@ -180,3 +180,14 @@ def test_a_corrupt_checkpoint_is_refused(tiny_data, tmp_path):
     (tmp_path / "work" / "checkpoint.pt").write_bytes(b"PK\x03\x04 truncated")
     with pytest.raises(ArtifactError, match="checkpoint.pt: not a checkpoint or model file"):
         train(rpn_run(root, p, tmp_path / "work", iterations=4), CPU)
+
+
+def test_bf16_autocast_trains_on_the_cpu_too(tiny_data, tmp_path):
+    root, p = tiny_data
+    run = rpn_run(root, p, tmp_path / "work", iterations=4)
+    run = dataclasses.replace(run, common=dataclasses.replace(p.train, amp="bf16"))
+    before = state_of(run.module)
+    history = train(run, CPU)
+    assert all(np.isfinite(row["loss/total"]) for row in history)
+    after = state_of(run.module)
+    assert any(not torch.equal(before[k], after[k]) for k in before)
