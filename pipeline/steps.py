@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -151,8 +152,32 @@ def step1_rpn(params: Params) -> dict:
     )
 
 
-def _proposal_provenance(stage: str, params: Params, inputs: dict[str, str]) -> Provenance:
-    return Provenance(
+def _write_proposals(
+    stage: str,
+    out: Path,
+    params: Params,
+    rpn: nn.Module,
+    views: ViewSet,
+    features_of: Callable[[int], Tensor],
+    inputs: dict[str, str],
+) -> dict:
+    """Proposals of every view (train views with the train top-N, test views with the test
+    top-N), whatever computes the features: the backbone (step 1) or the cache (step 3)."""
+    prepared = views.prepared
+
+    def propose(v: int) -> tuple[Tensor, Tensor]:
+        image = int(views.views[v, 0])
+        return view_proposals(
+            rpn,
+            features_of(v),
+            params.anchors,
+            params.proposals,
+            views.size(v),
+            float(prepared.scales[image]),
+            train=prepared.split[image] == TRAIN,
+        )
+
+    provenance = Provenance(
         stage,
         params={
             "anchors": to_dict(params.anchors),
@@ -161,6 +186,8 @@ def _proposal_provenance(stage: str, params: Params, inputs: dict[str, str]) -> 
         },
         inputs=inputs,
     )
+    cap = max(params.proposals.train_post_nms, params.proposals.test_post_nms)
+    return write_proposals(out, provenance, views.views, cap, params.store.shard_size, propose)
 
 
 @torch.no_grad()
@@ -176,38 +203,15 @@ def step1_proposals(params: Params) -> dict:
     backbone.eval().to(device)
     rpn.eval().to(device)
     views = ViewSet(prepared, make_views(prepared.split, params.augment.flip))
-    scales = prepared.scales
-
-    def propose(v: int) -> tuple[Tensor, Tensor]:
-        features = backbone(views.image(v)[None].to(device))
-        image = int(views.views[v, 0])
-        return view_proposals(
-            rpn,
-            features,
-            params.anchors,
-            params.proposals,
-            views.size(v),
-            float(scales[image]),
-            train=prepared.split[image] == TRAIN,
-        )
-
-    provenance = _proposal_provenance(
+    return _write_proposals(
         "step1_proposals",
+        STEP1_PROPOSALS,
         params,
+        rpn,
+        views,
+        lambda v: backbone(views.image(v)[None].to(device)),
         {"step1_rpn": saved["fingerprint"], "prepared": prepared.fingerprint},
     )
-    return write_proposals(
-        STEP1_PROPOSALS,
-        provenance,
-        views.views,
-        _proposal_cap(params),
-        params.store.shard_size,
-        propose,
-    )
-
-
-def _proposal_cap(params: Params) -> int:
-    return max(params.proposals.train_post_nms, params.proposals.test_post_nms)
 
 
 def proposal_targets_stage(
@@ -343,34 +347,14 @@ def step3_proposals(params: Params) -> dict:
     rpn.eval().to(device)
     views = ViewSet(prepared, features["views"][...])
     cached = CachedFeatures(features, device)
-
-    def propose(v: int) -> tuple[Tensor, Tensor]:
-        image = int(views.views[v, 0])
-        return view_proposals(
-            rpn,
-            cached([v]),
-            params.anchors,
-            params.proposals,
-            views.size(v),
-            float(prepared.scales[image]),
-            train=prepared.split[image] == TRAIN,
-        )
-
-    provenance = _proposal_provenance(
+    return _write_proposals(
         "step3_proposals",
-        params,
-        {
-            "step3_rpn": saved["fingerprint"],
-            "step3_features": features.attrs["fingerprint"],
-        },
-    )
-    return write_proposals(
         STEP3_PROPOSALS,
-        provenance,
-        views.views,
-        _proposal_cap(params),
-        params.store.shard_size,
-        propose,
+        params,
+        rpn,
+        views,
+        lambda v: cached([v]),
+        {"step3_rpn": saved["fingerprint"], "step3_features": features.attrs["fingerprint"]},
     )
 
 
