@@ -13,19 +13,25 @@ import statistics
 import time
 
 import click
+import numpy as np
 import torch
 from torch import nn
 
-from pipeline import paths, steps
-from pipeline.backbones import Backbone
+from pipeline import layout
+from pipeline.artifacts.anchor_targets import AnchorTargets
+from pipeline.artifacts.features import CachedFeatures, Features
+from pipeline.artifacts.prepared import PreparedDataset
+from pipeline.artifacts.proposal_targets import ProposalTargets
 from pipeline.config import load_params
-from pipeline.model import build_head, build_rpn
-from pipeline.prepared import TRAIN, PreparedDataset
-from pipeline.proposal_artifacts import ProposalTargets
-from pipeline.store import open_artifact
-from pipeline.tasks import BackboneFeatures, CachedFeatures, FastRCNNLoss, RPNLoss
-from pipeline.train import batch_at, resolve_device
-from pipeline.views import ViewSet
+from pipeline.data.records import TRAIN
+from pipeline.data.views import ViewSet, view_rows
+from pipeline.model.backbones import Backbone
+from pipeline.model.roi_head import build_head
+from pipeline.model.rpn import build_rpn
+from pipeline.runtime import resolve_device
+from pipeline.training.loop import batch_at
+from pipeline.training.objectives import BackboneFeatures, FastRCNNLoss, RPNLoss
+from pipeline.training.train_and_save import initial_backbone
 
 
 @click.command()
@@ -34,59 +40,72 @@ from pipeline.views import ViewSet
 def main(rounds: int, iterations: int) -> None:
     params = load_params()
     device = resolve_device(params.train.device)
-    prepared = PreparedDataset(paths.PREPARED)
-    anchor_targets = open_artifact(paths.ANCHOR_TARGETS, "anchor_targets")
-    features = open_artifact(paths.STEP3_FEATURES, "step3_features")
-    views = ViewSet(prepared, features["views"][...])
-    train_views = views.of_split(TRAIN)
+    prepared = PreparedDataset(layout.PREPARE.out)
+    anchor_targets = AnchorTargets(layout.ANCHOR_TARGETS.out)
+    cache = Features(layout.STEP3_FEATURES.out)
+    views = ViewSet(prepared, cache.views)
+    train_views = views.of_split(TRAIN)  # RPN steps: views of the anchor targets and the cache
     classes = len(prepared.classes)
 
     def image_backbone() -> Backbone:
-        return steps.initial_backbone(params).to(device)
+        return initial_backbone(params).to(device)
 
     backbone1, backbone2 = image_backbone(), image_backbone()
     rpn1 = build_rpn(params.anchors, params.rpn, backbone1.out_channels).to(device)
     rpn3 = build_rpn(params.anchors, params.rpn, backbone1.out_channels).to(device)
     head2 = build_head(params.backbone, params.roi, backbone2.out_channels, classes, 16)
     head4 = build_head(params.backbone, params.roi, backbone2.out_channels, classes, 16)
-    cached = CachedFeatures(features, device)
-    step1_targets = ProposalTargets(paths.STEP1_PROPOSAL_TARGETS, "step1_proposal_targets")
-    step4_targets = ProposalTargets(paths.STEP4_PROPOSAL_TARGETS, "step4_proposal_targets")
+    step1_targets = ProposalTargets(
+        layout.STEP1_PROPOSAL_TARGETS.out, layout.STEP1_PROPOSAL_TARGETS.name
+    )
+    step4_targets = ProposalTargets(
+        layout.STEP4_PROPOSAL_TARGETS.out, layout.STEP4_PROPOSAL_TARGETS.name
+    )
+    step4_rows = view_rows(step4_targets.views, cache.views, str(cache.path))
     runs = {
         "step1 (RPN + backbone, images)": (
             nn.ModuleList([backbone1, rpn1]),
             RPNLoss(rpn1, BackboneFeatures(backbone1, views, device), anchor_targets, params.rpn),
             params.train.step1.images_per_batch,
+            train_views,
         ),
         "step2 (Fast R-CNN + backbone, images)": (
             nn.ModuleList([backbone2, head2.to(device)]),
             FastRCNNLoss(
-                head2, BackboneFeatures(backbone2, views, device), step1_targets, params.roi
+                head2,
+                BackboneFeatures(backbone2, ViewSet(prepared, step1_targets.views), device),
+                step1_targets,
+                params.roi,
             ),
             params.train.step2.images_per_batch,
+            np.arange(len(step1_targets.views)),  # proposal targets hold the train views only
         ),
         "step3 (RPN, cached features)": (
             rpn3,
-            RPNLoss(rpn3, cached, anchor_targets, params.rpn),
+            RPNLoss(rpn3, CachedFeatures(cache, device), anchor_targets, params.rpn),
             params.train.step3.images_per_batch,
+            train_views,
         ),
         "step4 (Fast R-CNN, cached features)": (
             head4.to(device),
-            FastRCNNLoss(head4, cached, step4_targets, params.roi),
+            FastRCNNLoss(
+                head4, CachedFeatures(cache, device, step4_rows), step4_targets, params.roi
+            ),
             params.train.step4.images_per_batch,
+            np.arange(len(step4_targets.views)),
         ),
     }
     seconds: dict[str, list[float]] = {name: [] for name in runs}
     per_image: dict[str, list[float]] = {name: [] for name in runs}
     for round_ in range(rounds):
-        for name, (module, loss_fn, batch_size) in runs.items():
+        for name, (module, loss_fn, batch_size, rows) in runs.items():
             optimizer = torch.optim.SGD(
                 [p for p in module.parameters() if p.requires_grad], lr=1e-4, momentum=0.9
             )
             generator = torch.Generator().manual_seed(round_)
             start = time.perf_counter()
             for i in range(iterations):
-                batch = batch_at(round_ * iterations + i, batch_size, train_views, seed=0)
+                batch = batch_at(round_ * iterations + i, batch_size, rows, seed=0)
                 total = sum(loss_fn(batch, generator).values())
                 optimizer.zero_grad()
                 total.backward()

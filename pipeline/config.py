@@ -188,7 +188,7 @@ class StepParams:
 class TrainParams:
     seed: int
     device: Literal["auto", "cpu", "cuda"]
-    amp: Literal["off", "bf16", "fp16"]
+    amp: Literal["fp32", "bf16", "fp16"]  # "off" would read as false in YAML 1.1
     channels_last: bool
     momentum: float = _checked(lambda v: 0 <= v < 1, "a number in [0, 1)")
     weight_decay: float = _checked(lambda v: v >= 0, "a number >= 0")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import sys
@@ -13,6 +12,7 @@ import click
 
 from pipeline.config import Params, load_params
 from pipeline.errors import FrcnnError
+from pipeline.layout import Stage
 
 
 def report_errors(debug: bool, action: Callable[[], Any]) -> Any:
@@ -42,16 +42,15 @@ def _describe(exc: Exception) -> str:
     return str(exc)
 
 
-def stage(fn: Callable[[Params], Any]) -> click.Command:
-    """Make `fn(params)` a stage command: `python -m stages.<name> [--params F] [--debug]`."""
+def stage_command(stage: Stage, run: Callable[[Params], Any]) -> click.Command:
+    """Make `run(params)` the command of `stage`: `python -m stages.<name> [--params F]`."""
 
-    @click.command(name=fn.__name__, help=fn.__doc__)
+    @click.command(name=stage.name, help=run.__doc__)
     @click.option("--params", "params_path", default="params.yaml", show_default=True)
     @click.option("--debug", is_flag=True, help="Show the full traceback on errors.")
-    @functools.wraps(fn)
     def command(params_path: str, debug: bool) -> None:
-        summary = report_errors(debug, lambda: fn(load_params(params_path)))
+        summary = report_errors(debug, lambda: run(load_params(params_path)))
         if summary:
-            logging.info("%s: %s", fn.__name__, json.dumps(summary))
+            logging.info("%s: %s", stage.name, json.dumps(summary))
 
     return command

@@ -1,9 +1,149 @@
-"""Measure the exported detector on the test split: VOC and COCO AP, proposal recall."""
+"""evaluate: run the exported detector on the test split and measure it (VOC07 and COCO AP,
+proposal recall of steps 1 and 3); write metrics, PR curves, detections and sample pictures."""
 
-from pipeline import steps
-from pipeline.runner import stage
+from __future__ import annotations
 
-main = stage(steps.evaluate)
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from pipeline.artifacts.exported_model import load_detector
+from pipeline.artifacts.prepared import PreparedDataset
+from pipeline.artifacts.proposals import Proposals
+from pipeline.config import Params
+from pipeline.data.images import normalise
+from pipeline.data.records import TEST
+from pipeline.evaluation.drawing import DETECTION, GT, draw_boxes
+from pipeline.evaluation.metrics import (
+    ImageDetections,
+    ImageTruth,
+    coco_ground_truth,
+    coco_metrics,
+    coco_results,
+    proposal_recall,
+    voc_metrics,
+)
+from pipeline.layout import (
+    EVALUATE,
+    EXPORT,
+    PREPARE,
+    STEP1_TEST_PROPOSALS,
+    STEP3_TEST_PROPOSALS,
+    Stage,
+)
+from pipeline.runner import stage_command
+
+SAMPLES = 6
+RECALL_TOP = 300
+
+
+def test_truths(prepared: PreparedDataset, images: np.ndarray) -> list[ImageTruth]:
+    """Ground truth of the test images in original pixels."""
+    return [
+        ImageTruth(
+            prepared.boxes(int(i)).numpy() / prepared.scales[i],
+            prepared.labels(int(i)).numpy(),
+            prepared.difficult(int(i)).numpy(),
+        )
+        for i in images
+    ]
+
+
+@torch.no_grad()
+def detect_prepared(
+    model_path: Path, prepared: PreparedDataset, images: np.ndarray
+) -> list[ImageDetections]:
+    """Detections of the exported model on prepared images, in original pixels."""
+    detector = load_detector(model_path)
+    found = []
+    for i in tqdm(images, desc=EVALUATE.name, unit="img", leave=False, disable=None):
+        size = tuple(int(v) for v in prepared.image_sizes[i])
+        image = normalise(prepared.images[int(i)], *size, False)
+        out = detector.detect_view(image, size, float(prepared.scales[i]))
+        found.append(
+            ImageDetections(out["boxes"].numpy(), out["scores"].numpy(), out["labels"].numpy())
+        )
+    return found
+
+
+def evaluate(prepared_path: Path, model_path: Path, proposals: dict[str, Stage], out: Path) -> dict:
+    """Measure the detector in `model_path` on the test images; `proposals` maps a metric name
+    to a test-proposal artifact whose recall to report."""
+    prepared = PreparedDataset(prepared_path)
+    images = np.nonzero(prepared.split == TEST)[0]
+    truths = test_truths(prepared, images)
+    found = detect_prepared(model_path, prepared, images)
+    metrics, curves = voc_metrics(truths, found, prepared.classes)
+    sizes = [tuple(int(v) for v in prepared.group["original_sizes"][i]) for i in images]
+    results = coco_results(found, prepared.classes)
+    for result in results:
+        result["image_name"] = prepared.image_ids[images[result["image_id"] - 1]]
+    metrics.update(coco_metrics(coco_ground_truth(truths, sizes, prepared.classes), results))
+    for name, stage in proposals.items():
+        recall = proposal_recall(
+            truths,
+            _test_proposals(Proposals(stage.out, stage.name), prepared),
+            RECALL_TOP,
+            (0.5, 0.7),
+        )
+        metrics[name] = recall
+
+    if out.exists():
+        shutil.rmtree(out)
+    (out / "pr").mkdir(parents=True)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (out / "detections.json").write_text(json.dumps(results) + "\n")
+    for name, curve in curves.items():
+        with (out / "pr" / f"{name}.csv").open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["recall", "precision"])
+            writer.writerows(zip(curve.recall.round(5), curve.precision.round(5), strict=True))
+    _samples(prepared, images[:SAMPLES], found, out / "samples")
+    return {k: metrics[k] for k in ("map_voc07", "map_area", "map_coco")}
+
+
+def _test_proposals(proposals: Proposals, prepared: PreparedDataset) -> list[np.ndarray]:
+    """Step proposals of each test image (its unflipped view), in original pixels."""
+    by_image = {int(i): v for v, (i, flipped) in enumerate(proposals.views) if not flipped}
+    images = np.nonzero(prepared.split == TEST)[0]
+    return [proposals.of_view(by_image[int(i)])[0].numpy() / prepared.scales[i] for i in images]
+
+
+def _samples(
+    prepared: PreparedDataset, images: np.ndarray, found: list[ImageDetections], folder: Path
+) -> None:
+    folder.mkdir(parents=True)
+    for i, det in zip(images, found, strict=False):
+        h, w = prepared.image_sizes[i]
+        scale = prepared.scales[i]
+        picture = Image.fromarray(prepared.images[int(i)][:h, :w])
+        draw_boxes(picture, prepared.boxes(int(i)).numpy(), GT)
+        captions = [
+            f"{prepared.classes[k]} {s:.2f}" for k, s in zip(det.labels, det.scores, strict=True)
+        ]
+        keep = det.scores >= 0.5
+        draw_boxes(
+            picture,
+            det.boxes[keep] * scale,
+            DETECTION,
+            [c for c, k in zip(captions, keep, strict=True) if k],
+        )
+        picture.save(folder / f"{prepared.image_ids[i]}.png")
+
+
+def run(params: Params) -> dict:
+    """Measure the exported detector on the test split: VOC and COCO AP, proposal recall."""
+    proposals = {"step1_proposals": STEP1_TEST_PROPOSALS, "step3_proposals": STEP3_TEST_PROPOSALS}
+    return evaluate(PREPARE.out, EXPORT.out, proposals, EVALUATE.out)
+
+
+main = stage_command(EVALUATE, run)
 
 if __name__ == "__main__":
     main()

@@ -1,9 +1,17 @@
-"""Write the seeded synthetic dataset in PASCAL VOC layout."""
+"""generate: write the seeded synthetic dataset in PASCAL VOC layout."""
 
-from pipeline import data_steps
-from pipeline.runner import stage
+from pipeline.config import Params
+from pipeline.data.synthetic import generate_synthetic
+from pipeline.layout import GENERATE
+from pipeline.runner import stage_command
 
-main = stage(data_steps.generate)
+
+def run(params: Params) -> dict:
+    """Write the seeded synthetic dataset in PASCAL VOC layout."""
+    return generate_synthetic(GENERATE.out, params.synthetic)
+
+
+main = stage_command(GENERATE, run)
 
 if __name__ == "__main__":
     main()

@@ -1,9 +1,38 @@
-"""Resize the dataset named by `data` and write it as the prepared Zarr artifact."""
+"""prepare: resize the dataset named by `data` into the prepared Zarr artifact."""
 
-from pipeline import data_steps
-from pipeline.runner import stage
+import logging
+from pathlib import Path
 
-main = stage(data_steps.prepare)
+from pipeline.artifacts.prepared import write_prepared
+from pipeline.artifacts.store import Provenance
+from pipeline.config import DataParams, Params, StoreParams, to_dict
+from pipeline.data.catalog import plan_dataset
+from pipeline.layout import PREPARE
+from pipeline.runner import stage_command
+
+log = logging.getLogger(__name__)
+
+
+def prepare_dataset(data: DataParams, store: StoreParams, out: Path) -> dict:
+    """Read the dataset `data` names, resize it and write the prepared artifact to `out`."""
+    plan = plan_dataset(data)
+    provenance = Provenance.of_stage(
+        PREPARE,
+        params={"data": to_dict(data), "store": to_dict(store)},
+        inputs={"dataset": plan.fingerprint},
+    )
+    summary = write_prepared(out, provenance, plan, store.shard_size)
+    if plan.boxes_clipped:
+        log.warning("%s: %d boxes clipped to their image", PREPARE.name, plan.boxes_clipped)
+    return summary
+
+
+def run(params: Params) -> dict:
+    """Resize the dataset named by `data` and write it as the prepared Zarr artifact."""
+    return prepare_dataset(params.data, params.store, PREPARE.out)
+
+
+main = stage_command(PREPARE, run)
 
 if __name__ == "__main__":
     main()

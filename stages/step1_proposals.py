@@ -1,9 +1,67 @@
-"""Step 1: proposals of every view from the step-1 RPN."""
+"""step1_proposals: proposals of every train view from the step-1 RPN (train top-N), what
+step 2 trains on. `step1_test_proposals` does the same for the test views (test top-N)."""
 
-from pipeline import steps
-from pipeline.runner import stage
+import dataclasses
 
-main = stage(steps.step1_proposals)
+import torch
+
+from pipeline.artifacts.model_files import load_model
+from pipeline.artifacts.prepared import PreparedDataset
+from pipeline.artifacts.proposals import split_params, write_proposals
+from pipeline.artifacts.store import Provenance
+from pipeline.config import Params, to_dict
+from pipeline.data.records import TRAIN
+from pipeline.data.views import ViewSet, split_views
+from pipeline.layout import PREPARE, STEP1_PROPOSALS, STEP1_RPN, Stage
+from pipeline.model.backbones import build_backbone
+from pipeline.model.rpn import build_rpn, view_proposals
+from pipeline.runner import stage_command
+from pipeline.runtime import resolve_device
+
+
+@torch.no_grad()
+def propose_split(params: Params, stage: Stage, split: int) -> dict:
+    """Proposals of the views of `split` from the step-1 backbone and RPN, written by `stage`."""
+    device = resolve_device(params.train.device)
+    prepared = PreparedDataset(PREPARE.out)
+    saved = load_model(STEP1_RPN.out, STEP1_RPN.name)
+    backbone = build_backbone(dataclasses.replace(params.backbone, weights=None))
+    backbone.load_state_dict(saved["parts"]["backbone"])
+    rpn = build_rpn(params.anchors, params.rpn, backbone.out_channels)
+    rpn.load_state_dict(saved["parts"]["rpn"])
+    backbone.eval().to(device)
+    rpn.eval().to(device)
+    views = ViewSet(prepared, split_views(prepared.split, params.augment.flip, split))
+    train = split == TRAIN
+
+    def propose(v: int) -> tuple[torch.Tensor, torch.Tensor]:
+        features = backbone(views.image(v)[None].to(device))
+        return view_proposals(
+            rpn, features, params.anchors, params.proposals, views.size(v), views.scale(v), train
+        )
+
+    chosen = split_params(params.proposals, train)
+    provenance = Provenance.of_stage(
+        stage,
+        params={
+            "anchors": to_dict(params.anchors),
+            "proposals": chosen,
+            "augment": to_dict(params.augment),
+        },
+        inputs={STEP1_RPN.name: saved["fingerprint"], "prepared": prepared.fingerprint},
+    )
+    cap = int(chosen["train_post_nms" if train else "test_post_nms"])
+    return write_proposals(
+        stage.out, provenance, views.views, cap, params.store.shard_size, propose
+    )
+
+
+def run(params: Params) -> dict:
+    """Step 1: proposals of every train view from the step-1 RPN."""
+    return propose_split(params, STEP1_PROPOSALS, TRAIN)
+
+
+main = stage_command(STEP1_PROPOSALS, run)
 
 if __name__ == "__main__":
     main()

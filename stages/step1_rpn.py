@@ -1,9 +1,45 @@
-"""Step 1: train the RPN and the backbone from the initial weights."""
+"""step1_rpn: train the RPN and the backbone from the initial weights (paper section 3.2,
+step 1 of the four-step alternating training)."""
 
-from pipeline import steps
-from pipeline.runner import stage
+from pipeline.artifacts.anchor_targets import AnchorTargets
+from pipeline.artifacts.prepared import PreparedDataset
+from pipeline.config import Params, to_dict
+from pipeline.data.records import TRAIN
+from pipeline.data.views import ViewSet
+from pipeline.layout import ANCHOR_TARGETS, PREPARE, STEP1_RPN
+from pipeline.model.rpn import build_rpn
+from pipeline.runner import stage_command
+from pipeline.runtime import resolve_device
+from pipeline.training.objectives import BackboneFeatures, RPNLoss
+from pipeline.training.train_and_save import initial_backbone, seeded_init, train_and_save
 
-main = stage(steps.step1_rpn)
+
+def run(params: Params) -> dict:
+    """Step 1: train the RPN and the backbone from the initial weights."""
+    device = resolve_device(params.train.device)
+    prepared = PreparedDataset(PREPARE.out)
+    targets = AnchorTargets.matching(
+        ANCHOR_TARGETS.out, prepared.fingerprint, params.anchors, params.augment
+    )
+    views = ViewSet(prepared, targets.views)
+    backbone = initial_backbone(params)
+    seeded_init(params, STEP1_RPN)
+    rpn = build_rpn(params.anchors, params.rpn, backbone.out_channels)
+    features = BackboneFeatures(backbone, views, device, params.train.channels_last)
+    return train_and_save(
+        STEP1_RPN,
+        "step1",
+        {"backbone": backbone, "rpn": rpn},
+        RPNLoss(rpn, features, targets, params.rpn),
+        views.of_split(TRAIN),
+        params,
+        sections={"backbone": to_dict(params.backbone), "rpn": to_dict(params.rpn)},
+        inputs={"anchor_targets": targets.fingerprint},
+        device=device,
+    )
+
+
+main = stage_command(STEP1_RPN, run)
 
 if __name__ == "__main__":
     main()

@@ -1,9 +1,46 @@
-"""Step 2: train Fast R-CNN and the backbone from the initial weights on step-1 proposals."""
+"""step2_fast_rcnn: train Fast R-CNN and the backbone, from the initial weights (not step
+1's), on the step-1 proposals (paper section 3.2, step 2)."""
 
-from pipeline import steps
-from pipeline.runner import stage
+import numpy as np
 
-main = stage(steps.step2_fast_rcnn)
+from pipeline.artifacts.prepared import PreparedDataset
+from pipeline.artifacts.proposal_targets import ProposalTargets
+from pipeline.config import Params, to_dict
+from pipeline.data.views import ViewSet
+from pipeline.layout import PREPARE, STEP1_PROPOSAL_TARGETS, STEP2_FAST_RCNN
+from pipeline.model.roi_head import build_head
+from pipeline.runner import stage_command
+from pipeline.runtime import resolve_device
+from pipeline.training.objectives import BackboneFeatures, FastRCNNLoss
+from pipeline.training.train_and_save import initial_backbone, seeded_init, train_and_save
+
+
+def run(params: Params) -> dict:
+    """Step 2: train Fast R-CNN and the backbone, from the initial weights, on step-1 proposals."""
+    device = resolve_device(params.train.device)
+    prepared = PreparedDataset(PREPARE.out)
+    targets = ProposalTargets(STEP1_PROPOSAL_TARGETS.out, STEP1_PROPOSAL_TARGETS.name)
+    views = ViewSet(prepared, targets.views)
+    backbone = initial_backbone(params)
+    seeded_init(params, STEP2_FAST_RCNN)
+    head = build_head(
+        params.backbone, params.roi, backbone.out_channels, len(prepared.classes), backbone.stride
+    )
+    features = BackboneFeatures(backbone, views, device, params.train.channels_last)
+    return train_and_save(
+        STEP2_FAST_RCNN,
+        "step2",
+        {"backbone": backbone, "head": head},
+        FastRCNNLoss(head, features, targets, params.roi),
+        np.arange(len(views)),  # proposal targets hold the train views only
+        params,
+        sections={"backbone": to_dict(params.backbone), "roi": to_dict(params.roi)},
+        inputs={STEP1_PROPOSAL_TARGETS.name: targets.fingerprint},
+        device=device,
+    )
+
+
+main = stage_command(STEP2_FAST_RCNN, run)
 
 if __name__ == "__main__":
     main()

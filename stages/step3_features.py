@@ -1,9 +1,39 @@
-"""Step 3: cache the features of the step-2 backbone, frozen from here on."""
+"""step3_features: cache the features of the step-2 backbone, frozen from here on, for every
+view (paper section 3.2, step 3): steps 3 and 4 train from this cache, never from images."""
 
-from pipeline import steps
-from pipeline.runner import stage
+import dataclasses
 
-main = stage(steps.step3_features)
+from pipeline.artifacts.features import write_features
+from pipeline.artifacts.model_files import load_model
+from pipeline.artifacts.prepared import PreparedDataset
+from pipeline.artifacts.store import Provenance
+from pipeline.config import Params, to_dict
+from pipeline.data.views import ViewSet, make_views
+from pipeline.layout import PREPARE, STEP2_FAST_RCNN, STEP3_FEATURES
+from pipeline.model.backbones import build_backbone
+from pipeline.runner import stage_command
+from pipeline.runtime import resolve_device
+
+
+def run(params: Params) -> dict:
+    """Step 3: cache the features of the step-2 backbone, frozen from here on."""
+    device = resolve_device(params.train.device)
+    prepared = PreparedDataset(PREPARE.out)
+    saved = load_model(STEP2_FAST_RCNN.out, STEP2_FAST_RCNN.name)
+    backbone = build_backbone(dataclasses.replace(params.backbone, weights=None))
+    backbone.load_state_dict(saved["parts"]["backbone"])
+    views = ViewSet(prepared, make_views(prepared.split, params.augment.flip))
+    provenance = Provenance.of_stage(
+        STEP3_FEATURES,
+        params={"augment": to_dict(params.augment)},
+        inputs={STEP2_FAST_RCNN.name: saved["fingerprint"], "prepared": prepared.fingerprint},
+    )
+    return write_features(
+        STEP3_FEATURES.out, provenance, backbone, views, device, params.store.shard_size
+    )
+
+
+main = stage_command(STEP3_FEATURES, run)
 
 if __name__ == "__main__":
     main()

@@ -1,9 +1,63 @@
-"""Step 3: proposals of every view from the step-3 RPN on the cached features."""
+"""step3_proposals: proposals of every train view from the step-3 RPN on the cached features
+(train top-N), what step 4 trains on. `step3_test_proposals` does the same for the test views."""
 
-from pipeline import steps
-from pipeline.runner import stage
+import torch
 
-main = stage(steps.step3_proposals)
+from pipeline.artifacts.features import CachedFeatures, Features
+from pipeline.artifacts.model_files import load_model
+from pipeline.artifacts.prepared import PreparedDataset
+from pipeline.artifacts.proposals import split_params, write_proposals
+from pipeline.artifacts.store import Provenance
+from pipeline.config import Params, to_dict
+from pipeline.data.records import TRAIN
+from pipeline.data.views import ViewSet, split_views, view_rows
+from pipeline.layout import PREPARE, STEP3_FEATURES, STEP3_PROPOSALS, STEP3_RPN, Stage
+from pipeline.model.rpn import build_rpn, view_proposals
+from pipeline.runner import stage_command
+from pipeline.runtime import resolve_device
+
+
+@torch.no_grad()
+def propose_split(params: Params, stage: Stage, split: int) -> dict:
+    """Proposals of the views of `split` from the step-3 RPN on the cache, written by `stage`."""
+    device = resolve_device(params.train.device)
+    prepared = PreparedDataset(PREPARE.out)
+    cache = Features(STEP3_FEATURES.out, expect={"params.augment": to_dict(params.augment)})
+    saved = load_model(STEP3_RPN.out, STEP3_RPN.name)
+    rpn = build_rpn(params.anchors, params.rpn, cache.channels)
+    rpn.load_state_dict(saved["parts"]["rpn"])
+    rpn.eval().to(device)
+    views = ViewSet(prepared, split_views(prepared.split, params.augment.flip, split))
+    cached = CachedFeatures(cache, device, view_rows(views.views, cache.views, str(cache.path)))
+    train = split == TRAIN
+
+    def propose(v: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return view_proposals(
+            rpn, cached([v]), params.anchors, params.proposals, views.size(v), views.scale(v), train
+        )
+
+    chosen = split_params(params.proposals, train)
+    provenance = Provenance.of_stage(
+        stage,
+        params={
+            "anchors": to_dict(params.anchors),
+            "proposals": chosen,
+            "augment": to_dict(params.augment),
+        },
+        inputs={STEP3_RPN.name: saved["fingerprint"], STEP3_FEATURES.name: cache.fingerprint},
+    )
+    cap = int(chosen["train_post_nms" if train else "test_post_nms"])
+    return write_proposals(
+        stage.out, provenance, views.views, cap, params.store.shard_size, propose
+    )
+
+
+def run(params: Params) -> dict:
+    """Step 3: proposals of every train view from the step-3 RPN on the cached features."""
+    return propose_split(params, STEP3_PROPOSALS, TRAIN)
+
+
+main = stage_command(STEP3_PROPOSALS, run)
 
 if __name__ == "__main__":
     main()

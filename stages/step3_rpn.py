@@ -1,9 +1,52 @@
-"""Step 3: train only the RPN-specific layers, from the cached features."""
+"""step3_rpn: train only the RPN-specific layers, from the cached step-2 features (paper
+section 3.2, step 3: the shared convs are fixed from here on)."""
 
-from pipeline import steps
-from pipeline.runner import stage
+import numpy as np
 
-main = stage(steps.step3_rpn)
+from pipeline.artifacts.anchor_targets import AnchorTargets
+from pipeline.artifacts.features import CachedFeatures, Features
+from pipeline.artifacts.prepared import PreparedDataset
+from pipeline.config import Params, to_dict
+from pipeline.data.records import TRAIN
+from pipeline.data.views import ViewSet
+from pipeline.errors import ArtifactError
+from pipeline.layout import ANCHOR_TARGETS, PREPARE, STEP3_FEATURES, STEP3_RPN
+from pipeline.model.rpn import build_rpn
+from pipeline.runner import stage_command
+from pipeline.runtime import resolve_device
+from pipeline.training.objectives import RPNLoss
+from pipeline.training.train_and_save import seeded_init, train_and_save
+
+
+def run(params: Params) -> dict:
+    """Step 3: train only the RPN-specific layers, from the cached features."""
+    device = resolve_device(params.train.device)
+    prepared = PreparedDataset(PREPARE.out)
+    cache = Features(STEP3_FEATURES.out, expect={"params.augment": to_dict(params.augment)})
+    targets = AnchorTargets.matching(
+        ANCHOR_TARGETS.out, prepared.fingerprint, params.anchors, params.augment
+    )
+    if not np.array_equal(targets.views, cache.views):
+        raise ArtifactError(
+            f"{ANCHOR_TARGETS.out}: its views differ from {STEP3_FEATURES.out}'s; run `dvc repro`"
+        )
+    views = ViewSet(prepared, cache.views)
+    seeded_init(params, STEP3_RPN)
+    rpn = build_rpn(params.anchors, params.rpn, cache.channels)
+    return train_and_save(
+        STEP3_RPN,
+        "step3",
+        {"rpn": rpn},
+        RPNLoss(rpn, CachedFeatures(cache, device), targets, params.rpn),
+        views.of_split(TRAIN),
+        params,
+        sections={"rpn": to_dict(params.rpn)},
+        inputs={STEP3_FEATURES.name: cache.fingerprint, ANCHOR_TARGETS.name: targets.fingerprint},
+        device=device,
+    )
+
+
+main = stage_command(STEP3_RPN, run)
 
 if __name__ == "__main__":
     main()

@@ -1,9 +1,65 @@
-"""Step 4: train only the Fast R-CNN-specific layers, from the cached features."""
+"""step4_fast_rcnn: fine-tune only the Fast R-CNN-specific layers of the step-2 detector, from
+the cached features and the step-3 proposals (paper section 3.2, step 4)."""
 
-from pipeline import steps
-from pipeline.runner import stage
+import dataclasses
 
-main = stage(steps.step4_fast_rcnn)
+import numpy as np
+
+from pipeline.artifacts.features import CachedFeatures, Features
+from pipeline.artifacts.model_files import load_model
+from pipeline.artifacts.prepared import PreparedDataset
+from pipeline.artifacts.proposal_targets import ProposalTargets
+from pipeline.config import Params, to_dict
+from pipeline.data.views import view_rows
+from pipeline.layout import (
+    PREPARE,
+    STEP2_FAST_RCNN,
+    STEP3_FEATURES,
+    STEP4_FAST_RCNN,
+    STEP4_PROPOSAL_TARGETS,
+)
+from pipeline.model.roi_head import build_head
+from pipeline.runner import stage_command
+from pipeline.runtime import resolve_device
+from pipeline.training.objectives import FastRCNNLoss
+from pipeline.training.train_and_save import train_and_save
+
+
+def run(params: Params) -> dict:
+    """Step 4: train only the Fast R-CNN-specific layers, from the cached features."""
+    device = resolve_device(params.train.device)
+    prepared = PreparedDataset(PREPARE.out)
+    cache = Features(STEP3_FEATURES.out, expect={"params.augment": to_dict(params.augment)})
+    targets = ProposalTargets(STEP4_PROPOSAL_TARGETS.out, STEP4_PROPOSAL_TARGETS.name)
+    rows = view_rows(targets.views, cache.views, str(cache.path))
+    detector = load_model(STEP2_FAST_RCNN.out, STEP2_FAST_RCNN.name)
+    head = build_head(
+        dataclasses.replace(params.backbone, weights=None),
+        params.roi,
+        cache.channels,
+        len(prepared.classes),
+        params.anchors.stride,
+    )
+    # The paper fine-tunes the head the detector already has (step 2), not a fresh one.
+    head.load_state_dict(detector["parts"]["head"])
+    return train_and_save(
+        STEP4_FAST_RCNN,
+        "step4",
+        {"head": head},
+        FastRCNNLoss(head, CachedFeatures(cache, device, rows), targets, params.roi),
+        np.arange(len(targets.views)),  # proposal targets hold the train views only
+        params,
+        sections={"roi": to_dict(params.roi)},
+        inputs={
+            STEP3_FEATURES.name: cache.fingerprint,
+            STEP4_PROPOSAL_TARGETS.name: targets.fingerprint,
+            STEP2_FAST_RCNN.name: detector["fingerprint"],
+        },
+        device=device,
+    )
+
+
+main = stage_command(STEP4_FAST_RCNN, run)
 
 if __name__ == "__main__":
     main()

@@ -5,10 +5,11 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import importlib
 import json
 import os
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +37,11 @@ TINY = {
               **{f"step{i}": {"iterations": 10, "images_per_batch": 2, "lr": 0.01,
                               "lr_steps": [8], "lr_gamma": 0.1} for i in (1, 2, 3, 4)}},
 }  # fmt: skip
+
+
+def stage_function(name: str) -> Callable[[Params], object]:
+    """What `python -m stages.<name>` runs, to call in-process."""
+    return importlib.import_module(f"stages.{name}").run
 
 
 def raw_params() -> dict:

@@ -9,31 +9,35 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from pipeline import backbones, data_steps, paths, steps
-from pipeline.cli import main
-from pipeline.datasets.synthetic import SYNTHETIC_CLASSES
-from pipeline.drawing import GT
-from pipeline.model import build_head, build_rpn, load_detector, view_proposals
-from pipeline.model_io import load_model
-from pipeline.prepared import TEST, PreparedDataset
-from pipeline.proposal_artifacts import Proposals
-from pipeline.roi_head import rois_with_batch_index
-from pipeline.store import open_artifact
-from pipeline.tasks import CachedFeatures
-from pipeline.views import ViewSet
-from tests.conftest import inside, tiny_params
+from pipeline import layout
+from pipeline.artifacts.exported_model import load_detector
+from pipeline.artifacts.features import CachedFeatures, Features
+from pipeline.artifacts.model_files import load_model
+from pipeline.artifacts.prepared import PreparedDataset
+from pipeline.artifacts.proposals import Proposals
+from pipeline.cli.main import main
+from pipeline.data.records import TEST
+from pipeline.data.synthetic import SYNTHETIC_CLASSES
+from pipeline.data.views import ViewSet, view_rows
+from pipeline.evaluation.drawing import GT
+from pipeline.model import backbones
+from pipeline.model.roi_head import build_head, rois_with_batch_index
+from pipeline.model.rpn import build_rpn, view_proposals
+from tests.conftest import inside, stage_function, tiny_params
 
 pytestmark = pytest.mark.slow
 
-STAGES = [
-    data_steps.generate, data_steps.prepare, data_steps.anchor_targets,
-    steps.step1_rpn, steps.step1_proposals, steps.step1_proposal_targets, steps.step2_fast_rcnn,
-    steps.step3_features, steps.step3_rpn, steps.step3_proposals, steps.step4_proposal_targets,
-    steps.step4_fast_rcnn, steps.export, steps.evaluate,
-]  # fmt: skip
+STAGES = [stage_function(stage.name) for stage in layout.STAGES]
 BACKBONE_FREE = [
-    steps.step3_rpn, steps.step3_proposals, steps.step4_proposal_targets, steps.step4_fast_rcnn,
-]  # fmt: skip
+    stage_function(stage.name)
+    for stage in (
+        layout.STEP3_RPN,
+        layout.STEP3_PROPOSALS,
+        layout.STEP3_TEST_PROPOSALS,
+        layout.STEP4_PROPOSAL_TARGETS,
+        layout.STEP4_FAST_RCNN,
+    )
+]
 
 
 @pytest.fixture(scope="module")
@@ -49,16 +53,18 @@ def tiny_pipeline(tmp_path_factory):
 def test_cached_features_give_exactly_what_the_exported_detector_computes(tiny_pipeline):
     root, p = tiny_pipeline
     with inside(root):
-        detector = load_detector(paths.MODEL)
-        prepared = PreparedDataset(paths.PREPARED)
-        features = open_artifact(paths.STEP3_FEATURES, "step3_features")
-        views = ViewSet(prepared, features["views"][...])
-        step3_rpn = build_rpn(p.anchors, p.rpn, features["features"].shape[1])
-        step3_rpn.load_state_dict(load_model(paths.STEP3_RPN, "step3_rpn")["parts"]["rpn"])
-        step4_head = build_head(p.backbone, p.roi, features["features"].shape[1],
+        detector = load_detector(layout.EXPORT.out)
+        prepared = PreparedDataset(layout.PREPARE.out)
+        features = Features(layout.STEP3_FEATURES.out)
+        views = ViewSet(prepared, features.views)
+        step3_rpn = build_rpn(p.anchors, p.rpn, features.channels)
+        step3_rpn.load_state_dict(load_model(layout.STEP3_RPN.out, "step3_rpn")["parts"]["rpn"])
+        step4_head = build_head(p.backbone, p.roi, features.channels,
                                 len(prepared.classes), 16)  # fmt: skip
-        step4_head.load_state_dict(load_model(paths.STEP4_HEAD, "step4_fast_rcnn")["parts"]["head"])
-        stored = Proposals(paths.STEP3_PROPOSALS, "step3_proposals")
+        step4_head.load_state_dict(
+            load_model(layout.STEP4_FAST_RCNN.out, "step4_fast_rcnn")["parts"]["head"]
+        )
+        stored = Proposals(layout.STEP3_TEST_PROPOSALS.out, layout.STEP3_TEST_PROPOSALS.name)
         step3_rpn.eval(), step4_head.eval()
         for v in views.of_split(TEST):
             image = int(views.views[v, 0])
@@ -74,7 +80,8 @@ def test_cached_features_give_exactly_what_the_exported_detector_computes(tiny_p
             torch.testing.assert_close(scores, direct["objectness"], rtol=1e-5, atol=1e-6)
             torch.testing.assert_close(logits, direct["class_logits"], rtol=1e-5, atol=1e-5)
             torch.testing.assert_close(deltas, direct["box_deltas"], rtol=1e-5, atol=1e-5)
-            torch.testing.assert_close(stored.of_view(int(v))[0], direct["proposals"])
+            (row,) = view_rows(views.views[[v]], stored.views, "test proposals")
+            torch.testing.assert_close(stored.of_view(int(row))[0], direct["proposals"])
 
 
 def test_steps_3_and_4_never_build_or_run_a_backbone(tiny_pipeline, monkeypatch):
@@ -84,10 +91,9 @@ def test_steps_3_and_4_never_build_or_run_a_backbone(tiny_pipeline, monkeypatch)
         raise AssertionError("a backbone was used")
 
     monkeypatch.setattr(backbones, "build_backbone", refuse)
-    monkeypatch.setattr(steps, "build_backbone", refuse)
     monkeypatch.setattr(backbones.Backbone, "__init__", refuse)
     monkeypatch.setattr(backbones.Backbone, "forward", refuse)
-    outputs = [paths.STEP3_RPN, paths.STEP4_HEAD]
+    outputs = [layout.STEP3_RPN.out, layout.STEP4_FAST_RCNN.out]
     with inside(root):
         before = [path.read_bytes() for path in outputs]
         for stage in BACKBONE_FREE:
@@ -99,8 +105,8 @@ def test_steps_3_and_4_never_build_or_run_a_backbone(tiny_pipeline, monkeypatch)
 def test_exported_detector_finds_boxes_on_a_test_image(tiny_pipeline):
     root, _ = tiny_pipeline
     with inside(root):
-        detector = load_detector(paths.MODEL)
-        prepared = PreparedDataset(paths.PREPARED)
+        detector = load_detector(layout.EXPORT.out)
+        prepared = PreparedDataset(layout.PREPARE.out)
         image = int(next(i for i in range(len(prepared)) if prepared.split[i] == TEST))
         h, w = prepared.image_sizes[image]
         out = detector.detect(prepared.images[image][:h, :w])
@@ -132,7 +138,7 @@ def test_show_draws_the_requested_layers_on_the_prepared_image(tiny_pipeline, tm
                "--data", str(root / "data"), "-o", str(out)],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    prepared = PreparedDataset(root / paths.PREPARED)
+    prepared = PreparedDataset(root / layout.PREPARE.out)
     h, w = prepared.image_sizes[0]
     picture = np.asarray(Image.open(out))
     assert picture.shape == (h, w, 3)
@@ -154,7 +160,7 @@ def test_show_rejects_an_unknown_layer_and_image(tiny_pipeline, tmp_path):
 
 def test_detect_on_files_agrees_with_the_evaluation_and_skips_bad_images(tiny_pipeline, tmp_path):
     root, _ = tiny_pipeline
-    prepared = PreparedDataset(root / paths.PREPARED)
+    prepared = PreparedDataset(root / layout.PREPARE.out)
     test_image = next(i for i in range(len(prepared)) if prepared.split[i] == TEST)
     name = prepared.image_ids[test_image]
     jpeg = root / "data/raw/synthetic/JPEGImages" / f"{name}.jpg"
@@ -162,7 +168,7 @@ def test_detect_on_files_agrees_with_the_evaluation_and_skips_bad_images(tiny_pi
     broken.write_text("not a jpeg")
     out = tmp_path / "detections.json"
     result = CliRunner().invoke(
-        main, ["detect", str(jpeg), str(broken), "--model", str(root / paths.MODEL),
+        main, ["detect", str(jpeg), str(broken), "--model", str(root / layout.EXPORT.out),
                "--out", str(out), "--draw", str(tmp_path / "drawn"), "--score-thresh", "0.05"],
     )  # fmt: skip
     assert result.exit_code == 1

@@ -4,9 +4,9 @@ import numpy as np
 import torch
 from torchvision.ops import box_iou
 
-from pipeline.anchors import base_anchors, grid_anchors
-from pipeline.boxes import inside_image
-from pipeline.targets import FOREGROUND, anchor_targets
+from pipeline.model.anchors import base_anchors, grid_anchors
+from pipeline.model.boxes import inside_image
+from pipeline.model.targets import FOREGROUND, anchor_targets
 
 TUTORIAL_BEST = [2262, 2508, 5620, 5628, 5636, 5644, 5866, 5874, 5882, 5890,
                  6112, 6120, 6128, 6136, 6358, 6366, 6374, 6382]  # fmt: skip

@@ -7,8 +7,8 @@ import pytest
 import torch
 import torchvision
 
-from pipeline.backbones import build_backbone, head_fc_layers
 from pipeline.errors import ParamError
+from pipeline.model.backbones import build_backbone, head_fc_layers
 from tests.conftest import tiny_params
 
 

@@ -13,9 +13,18 @@ import torch
 import torchvision
 import yaml
 
-from pipeline import data_steps, paths
+from pipeline import layout
 from pipeline.config import parse_params
-from tests.conftest import TINY, TinyImage, inside, raw_params, with_changes, write_coco, write_voc
+from tests.conftest import (
+    TINY,
+    TinyImage,
+    inside,
+    raw_params,
+    stage_function,
+    with_changes,
+    write_coco,
+    write_voc,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +42,7 @@ class Case:
     damage: Callable[[Path], None]
     message: str
     stage: str = "prepare"
-    out: Path = paths.PREPARED
+    out: Path = layout.PREPARE.out
 
 
 def params_of(root: Path) -> dict:
@@ -65,7 +74,7 @@ def prepared_project(root: Path) -> None:
     """Run the data stages for real, so that a training stage gets as far as its own inputs."""
     with inside(root):
         params = parse_params(params_of(root))
-        for stage in (data_steps.prepare, data_steps.anchor_targets):
+        for stage in (stage_function("prepare"), stage_function("anchor_targets")):
             stage(params)
 
 
@@ -155,18 +164,18 @@ CASES = [
          lambda r: (prepared_project(r), set_params(r, {"backbone": {"name": "vgg16",
                                                                       "weights": "no.pth"}})),
          "params.yaml: 'backbone.weights' file no.pth does not exist", "step1_rpn",
-         paths.STEP1_RPN),
+         layout.STEP1_RPN.out),
     Case("backbone weights of another architecture",
          lambda r: vgg_weights(r, torchvision.models.resnet18().state_dict()),
-         "weights.pth: not torchvision VGG16 weights", "step1_rpn", paths.STEP1_RPN),
+         "weights.pth: not torchvision VGG16 weights", "step1_rpn", layout.STEP1_RPN.out),
     Case("checkpoint that is not a checkpoint", corrupt_checkpoint,
          "data/step1/rpn.pt.partial/checkpoint.pt: not a checkpoint or model file",
-         "step1_rpn", paths.STEP1_RPN),
+         "step1_rpn", layout.STEP1_RPN.out),
     Case("unwritable output folder", occupy("data/prepared.zarr.partial"),
-         "data/prepared.zarr.partial", "prepare", paths.PREPARED),
+         "data/prepared.zarr.partial", "prepare", layout.PREPARE.out),
     Case("stale input artifact",
          lambda r: (prepared_project(r), set_params(r, {"anchors": {"scales": [2, 4]}})),
-         "data/anchor_targets.zarr: stale, params.anchors is", "step1_rpn", paths.STEP1_RPN),
+         "data/anchor_targets.zarr: stale, params.anchors is", "step1_rpn", layout.STEP1_RPN.out),
 ]  # fmt: skip
 
 

@@ -4,7 +4,7 @@ import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from pipeline.boxes import MAX_LOG_SCALE, decode, encode, inside_image
+from pipeline.model.boxes import MAX_LOG_SCALE, decode, encode, inside_image
 
 coordinate = st.floats(0, 500, allow_nan=False, allow_subnormal=False)
 extent = st.floats(1, 300, allow_nan=False, allow_subnormal=False)

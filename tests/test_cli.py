@@ -8,9 +8,9 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from pipeline.cli import main
-from pipeline.prepared import prepare_dataset
-from pipeline.store import ArtifactWriter, Provenance
+from pipeline.artifacts.store import ArtifactWriter, Provenance
+from pipeline.cli.main import main
+from stages.prepare import prepare_dataset
 from tests.conftest import REPO, TinyImage, tiny_images, write_voc
 from tests.test_prepare import STORE, voc_params
 

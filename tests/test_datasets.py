@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from pipeline.datasets.coco import coco_classes, read_coco_split
-from pipeline.datasets.voc import read_voc_split
+from pipeline.data.coco import coco_classes, read_coco_split
+from pipeline.data.voc import read_voc_split
 from pipeline.errors import DatasetError
 from tests.conftest import TinyImage, tiny_images, voc_xml, write_coco, write_voc
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.prepared import PreparedDataset
-from pipeline.store import open_artifact
+from pipeline.artifacts.prepared import PreparedDataset
+from pipeline.artifacts.store import open_artifact
 from tests.conftest import REPO, TINY, with_changes
 
 pytestmark = pytest.mark.slow

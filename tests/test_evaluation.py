@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from pipeline.evaluation import (
+from pipeline.evaluation.metrics import (
     ClassCurve,
     ImageDetections,
     ImageTruth,

@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from pipeline.losses import fast_rcnn_loss, rpn_loss, smooth_l1
-from pipeline.sampling import sample_foreground_background
+from pipeline.model.losses import fast_rcnn_loss, rpn_loss, smooth_l1
+from pipeline.model.sampling import sample_foreground_background
 
 
 def test_smooth_l1_switches_at_one_over_sigma_squared():

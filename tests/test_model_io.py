@@ -3,9 +3,9 @@
 import pytest
 import torch
 
+from pipeline.artifacts.model_files import load_model, save_model
+from pipeline.artifacts.store import Provenance
 from pipeline.errors import ArtifactError
-from pipeline.model_io import load_model, save_model
-from pipeline.store import Provenance
 from tests.test_backbones import Exploit
 
 PROVENANCE = Provenance("step1_rpn", params={"rpn": {"channels": 8}}, inputs={"x": "abc"})

@@ -5,13 +5,15 @@ import dataclasses
 import numpy as np
 import pytest
 
-from pipeline.anchor_target_artifact import write_anchor_targets
+from pipeline.artifacts.prepared import PreparedDataset
+from pipeline.artifacts.store import open_artifact
 from pipeline.config import StoreParams
-from pipeline.datasets.synthetic import generate_synthetic
+from pipeline.data.catalog import fit_boxes
+from pipeline.data.images import canvas_shape, resize_scale, resized_shape
+from pipeline.data.synthetic import generate_synthetic
 from pipeline.errors import DatasetError
-from pipeline.images import canvas_shape, resize_scale, resized_shape
-from pipeline.prepared import PreparedDataset, fit_boxes, prepare_dataset
-from pipeline.store import open_artifact
+from stages.anchor_targets import label_anchors
+from stages.prepare import prepare_dataset
 from tests.conftest import TinyImage, tiny_images, with_data, write_coco, write_voc
 
 STORE = StoreParams(shard_size=4)
@@ -159,7 +161,7 @@ def test_anchor_target_artifact_matches_the_prepared_images(tmp_path, params):
     prepare_dataset(voc_params(params, root).data, STORE, tmp_path / "p.zarr")
     prepared = PreparedDataset(tmp_path / "p.zarr")
     anchors = dataclasses.replace(params.anchors, scales=(1.0, 2.0))
-    counts = write_anchor_targets(
+    counts = label_anchors(
         prepared, False, anchors, params.anchor_targets, STORE, tmp_path / "t.zarr"
     )
     group = open_artifact(

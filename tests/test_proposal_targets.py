@@ -1,7 +1,7 @@
 import torch
 
-from pipeline.boxes import decode
-from pipeline.targets import proposal_targets
+from pipeline.model.boxes import decode
+from pipeline.model.targets import proposal_targets
 
 STDS = (0.1, 0.1, 0.2, 0.2)
 

@@ -2,10 +2,9 @@
 
 import torch
 
-from pipeline.anchors import base_anchors, grid_anchors
 from pipeline.config import AnchorParams
-from pipeline.model import image_anchors
-from pipeline.rpn import RPNHead, flatten_outputs, propose
+from pipeline.model.anchors import base_anchors, grid_anchors, image_anchors
+from pipeline.model.rpn import RPNHead, flatten_outputs, propose
 
 ANCHORS = AnchorParams(stride=16, ratios=(0.5, 1.0, 2.0), scales=(1.0, 2.0))
 

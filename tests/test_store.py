@@ -3,14 +3,14 @@
 import numpy as np
 import pytest
 
-from pipeline.errors import ArtifactError
-from pipeline.store import (
+from pipeline.artifacts.store import (
     ArtifactWriter,
     Provenance,
     offsets_from_counts,
     open_artifact,
     ragged_rows,
 )
+from pipeline.errors import ArtifactError
 
 PROVENANCE = Provenance("demo", params={"demo": {"k": 1}}, inputs={"upstream": "abc"})
 

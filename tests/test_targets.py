@@ -5,9 +5,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.anchors import base_anchors, grid_anchors
-from pipeline.boxes import decode
-from pipeline.targets import BACKGROUND, FOREGROUND, IGNORE, anchor_targets
+from pipeline.model.anchors import base_anchors, grid_anchors
+from pipeline.model.boxes import decode
+from pipeline.model.targets import BACKGROUND, FOREGROUND, IGNORE, anchor_targets
 
 
 def reference_targets(anchors, gts, height, width, fg_iou, bg_iou):

@@ -10,15 +10,17 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline import data_steps, paths, steps
+from pipeline import layout
+from pipeline.artifacts.anchor_targets import AnchorTargets
+from pipeline.artifacts.prepared import PreparedDataset
+from pipeline.data.records import TRAIN
+from pipeline.data.views import ViewSet
 from pipeline.errors import ArtifactError
-from pipeline.model import build_rpn
-from pipeline.prepared import TRAIN, PreparedDataset
-from pipeline.store import open_artifact
-from pipeline.tasks import BackboneFeatures, RPNLoss
-from pipeline.train import TrainingDiverged, TrainingRun, batch_at, lr_at, train
-from pipeline.views import ViewSet
-from tests.conftest import inside, tiny_params
+from pipeline.model.rpn import build_rpn
+from pipeline.training.loop import TrainingDiverged, TrainingRun, batch_at, lr_at, train
+from pipeline.training.objectives import BackboneFeatures, RPNLoss
+from pipeline.training.train_and_save import initial_backbone
+from tests.conftest import inside, stage_function, tiny_params
 
 CPU = torch.device("cpu")
 
@@ -28,16 +30,16 @@ def tiny_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny")
     p = tiny_params()
     with inside(root):
-        for stage in (data_steps.generate, data_steps.prepare, data_steps.anchor_targets):
-            stage(p)
+        for stage in (layout.GENERATE, layout.PREPARE, layout.ANCHOR_TARGETS):
+            stage_function(stage.name)(p)
     return root, p
 
 
 def rpn_run(root: Path, p, work: Path, iterations: int, lr: float = 0.01) -> TrainingRun:
-    prepared = PreparedDataset(root / paths.PREPARED)
-    targets = open_artifact(root / paths.ANCHOR_TARGETS, "anchor_targets")
-    views = ViewSet(prepared, targets["views"][...])
-    backbone = steps.initial_backbone(p)
+    prepared = PreparedDataset(root / layout.PREPARE.out)
+    targets = AnchorTargets(root / layout.ANCHOR_TARGETS.out)
+    views = ViewSet(prepared, targets.views)
+    backbone = initial_backbone(p)
     torch.manual_seed(1)
     rpn = build_rpn(p.anchors, p.rpn, backbone.out_channels)
     step = dataclasses.replace(p.train.step1, iterations=iterations, lr=lr, lr_steps=())
@@ -50,6 +52,7 @@ def rpn_run(root: Path, p, work: Path, iterations: int, lr: float = 0.01) -> Tra
         p.train,
         work,
         "fingerprint",
+        "train.step1.lr",
     )
 
 

@@ -1,0 +1,107 @@
+"""The anchor-target artifact: per view, per anchor of the canvas grid, a label and a target.
+
+Arrays (V views, see pipeline/data/views.py; a Hf x Wf feature grid over the prepared canvas; A
+anchors per cell):
+  views    [V, 2] int64            (prepared image index, flipped)
+  anchors  [Hf, Wf, A, 4] float32  the canvas anchors, [x1, y1, x2, y2], the head's output order
+  labels   [V, Hf, Wf, A] int8     -1 ignore, 0 background, 1 foreground (before sampling)
+  deltas   [V, Hf, Wf, A, 4] float32  (dx, dy, dw, dh) to the matched gt; zero unless foreground
+
+Anchors are laid on the whole padded canvas, so every image shares one grid; cells beyond an
+image's own size hold anchors that cross its border, which are ignored (-1) like any other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+from pipeline.artifacts.store import ArtifactWriter, Provenance, iter_blocks, open_artifact
+from pipeline.config import AnchorParams, AnchorTargetParams, AugmentParams, to_dict
+from pipeline.data.views import ViewSet
+from pipeline.errors import ParamError
+from pipeline.layout import ANCHOR_TARGETS
+from pipeline.model.anchors import base_anchors, grid_anchors
+from pipeline.model.targets import IGNORE, anchor_targets
+
+
+def feature_grid(canvas: tuple[int, int], stride: int) -> tuple[int, int]:
+    height, width = canvas
+    if height % stride or width % stride:
+        raise ParamError(
+            f"params.yaml: 'anchors.stride' is {stride}; allowed: a divisor of the prepared "
+            f"canvas {height}x{width}"
+        )
+    return height // stride, width // stride
+
+
+def write_anchor_targets(
+    out: Path,
+    provenance: Provenance,
+    views: ViewSet,
+    anchors_params: AnchorParams,
+    target_params: AnchorTargetParams,
+    shard_size: int,
+) -> dict[str, int]:
+    """Label every anchor of every view in `views` and write the artifact to `out`."""
+    grid = feature_grid(views.prepared.canvas, anchors_params.stride)
+    base = base_anchors(anchors_params.stride, anchors_params.ratios, anchors_params.scales)
+    anchors = grid_anchors(base, *grid, anchors_params.stride)
+    flat_anchors = anchors.reshape(-1, 4)
+    writer = ArtifactWriter(out, provenance)
+    n, shape = len(views), (*grid, anchors_params.num_anchors)
+    writer.array("views", views.views.shape, np.int64)[...] = views.views
+    writer.array("anchors", anchors.shape, np.float32)[...] = anchors.numpy()
+    labels = writer.array("labels", (n, *shape), np.int8, shard_items=shard_size, fill_value=IGNORE)
+    deltas = writer.array("deltas", (n, *shape, 4), np.float32, shard_items=shard_size)
+
+    def targets_of(v: int) -> dict[str, np.ndarray]:
+        label, delta = anchor_targets(
+            flat_anchors,
+            views.boxes(v),
+            views.size(v),
+            target_params.fg_iou,
+            target_params.bg_iou,
+            target_params.allowed_border,
+        )
+        return {"labels": label.reshape(shape).numpy(), "deltas": delta.reshape(*shape, 4).numpy()}
+
+    writer.write_sharded({"labels": labels, "deltas": deltas}, targets_of, desc=provenance.stage)
+    counts = _label_counts(labels)
+    writer.commit(summary={"counts": counts})
+    return counts
+
+
+def _label_counts(labels: zarr.Array) -> dict[str, int]:
+    counts = np.zeros(3, dtype=np.int64)
+    for block in iter_blocks(labels):
+        counts += np.bincount(block.ravel().astype(np.int64) - IGNORE, minlength=3)
+    return dict(zip(("ignore", "background", "foreground"), counts.tolist(), strict=True))
+
+
+class AnchorTargets:
+    """Read access to the anchor-target artifact, refused if stale (see `open_artifact`)."""
+
+    def __init__(self, path: str | Path, expect: Mapping[str, Any] | None = None) -> None:
+        self.group = open_artifact(path, ANCHOR_TARGETS.name, expect)
+        self.fingerprint: str = self.group.attrs["fingerprint"]
+        self.views: np.ndarray = self.group["views"][...]
+        self.anchors: zarr.Array = self.group["anchors"]
+        self.labels: zarr.Array = self.group["labels"]
+        self.deltas: zarr.Array = self.group["deltas"]
+
+    @classmethod
+    def matching(
+        cls, path: str | Path, prepared: str, anchors: AnchorParams, augment: AugmentParams
+    ) -> AnchorTargets:
+        """The artifact, refused unless made from the `prepared` fingerprint and these params."""
+        expect = {
+            "inputs.prepared": prepared,
+            "params.anchors": to_dict(anchors),
+            "params.augment": to_dict(augment),
+        }
+        return cls(path, expect)

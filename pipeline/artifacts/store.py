@@ -1,0 +1,267 @@
+"""The artifact contract: every stage output is a Zarr v3 group written through this module.
+
+Writing happens in `<out>.partial/`, beside the declared DVC out (so `dvc repro` never wipes it):
+the group in `group/`, one whole shard at a time, a marker per finished shard in `progress/`.
+A rerun with the same provenance picks up the finished shards. Only `commit()` marks the group
+complete and renames it into place, so a reader never sees half an artifact under the real
+name. Readers go through `open_artifact`, which refuses an incomplete artifact or one made from
+other params or inputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import shutil
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+from tqdm import tqdm
+from zarr.codecs import ZstdCodec
+
+from pipeline import __version__
+from pipeline.codebase import code_fingerprint
+from pipeline.errors import ArtifactError
+from pipeline.layout import Stage
+
+log = logging.getLogger(__name__)
+FORMAT_VERSION = 2  # 2: provenance records the code hash; proposals split train and test
+PARTIAL_SUFFIX = ".partial"
+COMPRESSOR = ZstdCodec(level=3)
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """What made an artifact: the stage, the params it read, the fingerprints of its inputs and
+    the hash of the code that ran (see pipeline/codebase.py)."""
+
+    stage: str
+    params: Mapping[str, Any]
+    inputs: Mapping[str, str]
+    code: str = ""
+
+    @classmethod
+    def of_stage(
+        cls, stage: Stage, params: Mapping[str, Any], inputs: Mapping[str, str]
+    ) -> Provenance:
+        """Provenance of `stage`'s output, with the hash of `stages/<name>.py`'s closure."""
+        return cls(stage.name, params, inputs, code_fingerprint(stage.module))
+
+    @property
+    def fingerprint(self) -> str:
+        """Same stage, params, inputs and code give the same fingerprint; anything else not."""
+        payload = json.dumps(
+            {
+                "format_version": FORMAT_VERSION,
+                "stage": self.stage,
+                "params": self.params,
+                "inputs": self.inputs,
+                "code": self.code,
+            },
+            sort_keys=True,
+        )
+        return hashlib.sha256(payload.encode()).hexdigest()[:24]
+
+    def attrs(self) -> dict[str, Any]:
+        return {
+            "stage": self.stage,
+            "params": dict(self.params),
+            "inputs": dict(self.inputs),
+            "code": self.code,
+            "fingerprint": self.fingerprint,
+            "format_version": FORMAT_VERSION,
+            "code_version": __version__,
+        }
+
+
+class ArtifactWriter:
+    """Builds one artifact in a working folder and moves it into place when complete."""
+
+    def __init__(self, path: str | Path, provenance: Provenance, extra_attrs: Mapping = ()) -> None:
+        self.path = Path(path)
+        self.work = self.path.with_name(self.path.name + PARTIAL_SUFFIX)
+        # Progress markers live beside the group, not in it, so Zarr never lists them.
+        self.group_dir, self.progress_dir = self.work / "group", self.work / "progress"
+        self.provenance = provenance
+        self.resumed = self._reopen()
+        if not self.resumed:
+            self._start_over(dict(extra_attrs))
+
+    def _reopen(self) -> bool:
+        """Reuse a working folder left by an interrupted run, if it was made the same way."""
+        if not self.group_dir.exists():
+            return False
+        try:
+            group = zarr.open_group(self.group_dir, mode="r+")
+            same = group.attrs.get("fingerprint") == self.provenance.fingerprint
+        except (FileNotFoundError, ValueError, KeyError, json.JSONDecodeError):
+            same = False
+        if not same:
+            log.info(
+                "%s: discarding unfinished work made from other params, inputs or code", self.work
+            )
+            return False
+        self.group = group
+        return True
+
+    def _start_over(self, extra_attrs: dict[str, Any]) -> None:
+        if self.work.exists():
+            shutil.rmtree(self.work)
+        self.progress_dir.mkdir(parents=True)
+        self.group = zarr.open_group(self.group_dir, mode="w", zarr_format=3)
+        self.group.attrs.update({**self.provenance.attrs(), **extra_attrs, "complete": False})
+
+    def array(
+        self,
+        name: str,
+        shape: tuple[int, ...],
+        dtype: str | np.dtype,
+        *,
+        shard_items: int | None = None,
+        fill_value: Any = 0,
+        attrs: Mapping[str, Any] = (),
+    ) -> zarr.Array:
+        """A new array chunked one item (image) per chunk along axis 0, `shard_items` per shard.
+
+        Unsharded arrays are for small per-dataset data (offsets, sizes) written in one go.
+        """
+        if self.resumed and name in self.group:
+            return self.group[name]
+        rest = tuple(shape[1:])
+        if shard_items is None:
+            chunks = shape if math.prod(shape) > 0 else (1, *rest)
+            shards = None
+        else:
+            chunks = (1, *rest)
+            shards = (shard_items, *rest)
+        array = self.group.create_array(
+            name,
+            shape=shape,
+            chunks=chunks,
+            shards=shards,
+            dtype=dtype,
+            fill_value=fill_value,
+            compressors=COMPRESSOR,
+        )
+        array.attrs.update(dict(attrs))
+        return array
+
+    def write_sharded(
+        self,
+        arrays: Mapping[str, zarr.Array],
+        make_item: Callable[[int], Mapping[str, np.ndarray]],
+        desc: str,
+    ) -> None:
+        """Fill `arrays` item by item, one whole shard per write, skipping finished shards.
+
+        Zarr cannot merge partial writes into one shard from several writers, so each shard is
+        assembled in memory and written whole; that also makes a shard the unit of resumption.
+        """
+        first = next(iter(arrays.values()))
+        n, per_shard = first.shape[0], first.shards[0]
+        pending = [s for s in range(math.ceil(n / per_shard)) if not self._shard_done(first, s)]
+        done_items = n - sum(min(per_shard, n - s * per_shard) for s in pending)
+        with tqdm(
+            total=n, initial=done_items, desc=desc, unit="img", leave=False, disable=None
+        ) as bar:
+            for shard in pending:
+                start, stop = shard * per_shard, min(n, (shard + 1) * per_shard)
+                items = []
+                for i in range(start, stop):
+                    items.append(make_item(i))
+                    bar.update()
+                for name, array in arrays.items():
+                    array[start:stop] = np.stack([item[name] for item in items])
+                self._mark_shard_done(first, shard)
+
+    def _progress_file(self, array: zarr.Array, shard: int) -> Path:
+        return self.progress_dir / f"{array.basename}.{shard}"
+
+    def _shard_done(self, array: zarr.Array, shard: int) -> bool:
+        return self._progress_file(array, shard).exists()
+
+    def _mark_shard_done(self, array: zarr.Array, shard: int) -> None:
+        self._progress_file(array, shard).touch()
+
+    def commit(self, summary: Mapping[str, Any] = ()) -> Path:
+        """Mark the artifact complete and move it to its real name (replacing an old one)."""
+        self.group.attrs.update({**dict(summary), "complete": True})
+        if self.path.exists():
+            shutil.rmtree(self.path)
+        self.group_dir.rename(self.path)
+        shutil.rmtree(self.work)
+        return self.path
+
+
+def open_artifact(
+    path: str | Path, stage: str, expect: Mapping[str, Any] | None = None
+) -> zarr.Group:
+    """Open a finished artifact made by `stage`, refusing anything stale or incomplete.
+
+    `expect` maps dotted attribute keys (e.g. "params.anchors") to the values this reader needs.
+    """
+    path = Path(path)
+    fix = f"run `dvc repro {stage}`"
+    if not path.exists():
+        raise ArtifactError(f"{path}: not found; {fix} to build it")
+    try:
+        group = zarr.open_group(path, mode="r")
+        attrs = group.attrs.asdict()
+    except (FileNotFoundError, ValueError, KeyError, json.JSONDecodeError):
+        raise ArtifactError(f"{path}: not a Zarr group written by this pipeline; {fix}") from None
+    if attrs.get("format_version") != FORMAT_VERSION:
+        raise ArtifactError(
+            f"{path}: artifact format {attrs.get('format_version')!r}, this code reads "
+            f"{FORMAT_VERSION}; run `dvc repro -f {stage}`"
+        )
+    if attrs.get("stage") != stage:
+        raise ArtifactError(f"{path}: made by stage {attrs.get('stage')!r}, expected {stage!r}")
+    if attrs.get("complete") is not True:
+        raise ArtifactError(f"{path}: incomplete (its stage did not finish); {fix}")
+    check_expected(path, attrs, expect, fix)
+    return group
+
+
+def check_expected(
+    path: Path, attrs: Mapping[str, Any], expect: Mapping[str, Any] | None, fix: str
+) -> None:
+    """Refuse an artifact whose recorded provenance differs from what the reader needs."""
+    for key, wanted in (expect or {}).items():
+        found = _lookup(attrs, key)
+        if found != wanted:
+            raise ArtifactError(
+                f"{path}: stale, {key} is {json.dumps(found)} but this run expects "
+                f"{json.dumps(wanted)}; {fix}"
+            )
+
+
+def _lookup(attrs: Mapping[str, Any], dotted: str) -> Any:
+    value: Any = attrs
+    for part in dotted.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def offsets_from_counts(counts: list[int] | np.ndarray) -> np.ndarray:
+    """[N + 1] int64 offsets: item i owns rows offsets[i]:offsets[i + 1] of a flat array."""
+    return np.concatenate(([0], np.cumsum(counts, dtype=np.int64))).astype(np.int64)
+
+
+def ragged_rows(offsets: np.ndarray, i: int) -> slice:
+    return slice(int(offsets[i]), int(offsets[i + 1]))
+
+
+def iter_blocks(array: zarr.Array, limit: int | None = None) -> Iterator[np.ndarray]:
+    """Read an array shard by shard (or chunk by chunk) along axis 0, up to `limit` items."""
+    n = array.shape[0] if limit is None else min(limit, array.shape[0])
+    step = (array.shards or array.chunks)[0] if array.ndim else 1
+    for start in range(0, n, max(step, 1)):
+        yield array[start : min(n, start + step)]

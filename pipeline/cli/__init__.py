@@ -1,0 +1,1 @@
+"""The `frcnn` command: inspect, show, detect and deps."""

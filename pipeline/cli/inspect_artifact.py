@@ -1,0 +1,161 @@
+"""`frcnn inspect`: what is inside an artifact, in numbers a person can check at a glance."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+from pipeline.artifacts.store import iter_blocks
+from pipeline.errors import ArtifactError
+
+# Integer arrays with at most this many distinct values get a histogram instead of a mean.
+MAX_HISTOGRAM_VALUES = 32
+# Long lists in attrs (image ids, file names) are summarised, not printed whole.
+MAX_LISTED = 8
+
+
+def describe_artifact(path: str | Path, limit: int | None = None) -> dict[str, Any]:
+    """Tree, layout, sizes, provenance and value statistics of a Zarr group.
+
+    Statistics read at most `limit` items along each array's first axis (all when None).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ArtifactError(f"{path}: not found")
+    try:
+        group = zarr.open_group(path, mode="r")
+    except (FileNotFoundError, ValueError, KeyError, json.JSONDecodeError):
+        raise ArtifactError(f"{path}: not a Zarr group") from None
+    return _group_summary(group, str(path), limit)
+
+
+def _group_summary(group: zarr.Group, name: str, limit: int | None) -> dict[str, Any]:
+    arrays = dict(group.arrays())
+    return {
+        "path": name,
+        "attrs": group.attrs.asdict(),
+        "arrays": [_array_summary(arrays, key, limit) for key in sorted(arrays)],
+        "groups": [
+            _group_summary(sub, f"{name}/{key}", limit) for key, sub in sorted(group.groups())
+        ],
+    }
+
+
+def _array_summary(arrays: dict[str, zarr.Array], name: str, limit: int | None) -> dict[str, Any]:
+    array = arrays[name]
+    raw = array.nbytes
+    stored = array.nbytes_stored()
+    summary: dict[str, Any] = {
+        "name": name,
+        "shape": list(array.shape),
+        "dtype": str(array.dtype),
+        "chunks": list(array.chunks),
+        "shards": list(array.shards) if array.shards else None,
+        "stored_bytes": stored,
+        "raw_bytes": raw,
+    }
+    ragged_by = array.attrs.get("ragged_by")
+    if ragged_by in arrays:
+        counts = np.diff(arrays[ragged_by][...])
+        summary["per_image"] = _min_mean_max(counts) if counts.size else None
+        limit = None  # flat rows of all images: small, and a row limit would mean nothing
+    if array.size == 0:
+        return summary
+    items = array.shape[0] if limit is None else min(limit, array.shape[0])
+    summary["stats_over"] = items
+    summary["stats"] = _value_stats(array, limit)
+    return summary
+
+
+def _value_stats(array: zarr.Array, limit: int | None) -> dict[str, Any]:
+    dtype = array.dtype
+    if dtype == np.dtype(bool):
+        true = sum(int(block.sum()) for block in iter_blocks(array, limit))
+        return {"true": true}
+    if np.issubdtype(dtype, np.integer) and dtype.itemsize <= 2:
+        histogram: dict[int, int] = {}
+        for block in iter_blocks(array, limit):
+            values, counts = np.unique(block, return_counts=True)
+            for value, count in zip(values.tolist(), counts.tolist(), strict=True):
+                histogram[value] = histogram.get(value, 0) + count
+        if len(histogram) <= MAX_HISTOGRAM_VALUES:
+            return {"histogram": {str(k): histogram[k] for k in sorted(histogram)}}
+        values = np.array(sorted(histogram))
+        weights = np.array([histogram[v] for v in values.tolist()])
+        mean = float((values * weights).sum() / weights.sum())
+        return {"min": values[0].item(), "max": values[-1].item(), "mean": mean}
+    low, high, total, count = np.inf, -np.inf, 0.0, 0
+    for block in iter_blocks(array, limit):
+        block = block.astype(np.float64)
+        low, high = min(low, block.min()), max(high, block.max())
+        total, count = total + block.sum(), count + block.size
+    return {"min": float(low), "max": float(high), "mean": total / count}
+
+
+def _min_mean_max(values: np.ndarray) -> dict[str, float]:
+    return {"min": int(values.min()), "mean": float(values.mean()), "max": int(values.max())}
+
+
+def format_description(summary: dict[str, Any], indent: str = "") -> str:
+    """The summary as aligned text for a terminal."""
+    attrs = summary["attrs"]
+    state = {True: "complete", False: "INCOMPLETE"}.get(attrs.get("complete"), "no provenance")
+    lines = [f"{indent}{summary['path']}  ({state})"]
+    for key in sorted(attrs):
+        if key != "complete":
+            lines.append(f"{indent}  {key}: {_short(attrs[key])}")
+    for array in summary["arrays"]:
+        lines += _render_array(array, indent + "  ")
+    for sub in summary["groups"]:
+        lines.append(format_description(sub, indent + "  "))
+    return "\n".join(lines)
+
+
+def _render_array(array: dict[str, Any], indent: str) -> list[str]:
+    shards = "x".join(map(str, array["shards"])) if array["shards"] else "-"
+    ratio = array["raw_bytes"] / array["stored_bytes"] if array["stored_bytes"] else float("inf")
+    lines = [
+        f"{indent}{array['name']}: {array['dtype']} "
+        f"[{', '.join(map(str, array['shape']))}]  "
+        f"chunks {'x'.join(map(str, array['chunks']))}  shards {shards}  "
+        f"stored {_bytes(array['stored_bytes'])} of {_bytes(array['raw_bytes'])} ({ratio:.1f}x)"
+    ]
+    if array.get("per_image"):
+        p = array["per_image"]
+        lines.append(f"{indent}    per image: min {p['min']}, mean {p['mean']:.2f}, max {p['max']}")
+    stats = array.get("stats")
+    if stats is not None:
+        over = f"first {array['stats_over']} of {array['shape'][0]}"
+        if array["stats_over"] == array["shape"][0]:
+            over = "all"
+        if "histogram" in stats:
+            total = sum(stats["histogram"].values())
+            parts = [f"{k}: {v} ({100 * v / total:.3g}%)" for k, v in stats["histogram"].items()]
+            lines.append(f"{indent}    values ({over}): " + ", ".join(parts))
+        elif "true" in stats:
+            lines.append(f"{indent}    true ({over}): {stats['true']}")
+        else:
+            lines.append(
+                f"{indent}    {over}: min {stats['min']:.6g}, max {stats['max']:.6g}, "
+                f"mean {stats['mean']:.6g}"
+            )
+    return lines
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, list) and len(value) > MAX_LISTED:
+        head = ", ".join(json.dumps(v) for v in value[:3])
+        return f"[{head}, ...] ({len(value)} items)"
+    return json.dumps(value)
+
+
+def _bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")

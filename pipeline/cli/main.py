@@ -1,0 +1,166 @@
+"""The `frcnn` command: look inside the artifacts, draw them, run the detector on images."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from pipeline.artifacts.exported_model import load_detector
+from pipeline.cli.deps import deps_problems, format_deps
+from pipeline.cli.detect_images import detect_file, draw_results
+from pipeline.cli.inspect_artifact import describe_artifact, format_description
+from pipeline.cli.show_image import LAYERS, draw_layers
+from pipeline.errors import FrcnnError
+from pipeline.layout import DATA, EXPORT
+from pipeline.runner import report_errors
+
+
+@click.group()
+@click.option("--debug", is_flag=True, help="Show the full traceback on errors.")
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
+    """staged-frcnn: Faster R-CNN as a stage-wise DVC pipeline with cached Zarr artifacts."""
+    ctx.obj = {"debug": debug}
+
+
+@main.command()
+@click.argument("path", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=512,
+    show_default=True,
+    help="Compute value statistics over at most this many images per array.",
+)
+@click.option("--all", "all_items", is_flag=True, help="Statistics over every image (slow).")
+@click.pass_context
+def inspect(ctx: click.Context, path: str, as_json: bool, limit: int, all_items: bool) -> None:
+    """Show an artifact's arrays (shape, dtype, chunks, shards, size, stats) and provenance."""
+    limit_or_all = None if all_items else limit
+    summary = report_errors(ctx.obj["debug"], lambda: describe_artifact(path, limit_or_all))
+    click.echo(json.dumps(summary, indent=2) if as_json else format_description(summary))
+
+
+@main.command()
+@click.option("--image", "reference", required=True, help="Dataset image id, or index.")
+@click.option(
+    "--layers",
+    default="gt,detections",
+    show_default=True,
+    help=f"Comma-separated, any of: {', '.join(LAYERS)}.",
+)
+@click.option(
+    "--step",
+    type=click.Choice(["1", "3"]),
+    default="3",
+    show_default=True,
+    help="Whose proposals to draw.",
+)
+@click.option("--top-k", default=20, show_default=True, help="Proposals to draw.")
+@click.option("--score-thresh", default=0.5, show_default=True, help="Detections to draw.")
+@click.option(
+    "--data", type=click.Path(file_okay=False, path_type=Path), default=str(DATA), show_default=True
+)
+@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.pass_context
+def show(
+    ctx: click.Context,
+    reference: str,
+    layers: str,
+    step: str,
+    top_k: int,
+    score_thresh: float,
+    data: Path,
+    out: Path,
+) -> None:
+    """Draw an image with its ground truth, anchors, proposals and detections (a PNG)."""
+
+    def draw() -> None:
+        chosen = [layer.strip() for layer in layers.split(",") if layer.strip()]
+        picture = draw_layers(data, reference, chosen, int(step), top_k, score_thresh)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        picture.save(out)
+
+    report_errors(ctx.obj["debug"], draw)
+    click.echo(f"wrote {out}")
+
+
+@main.command()
+@click.option(
+    "--check",
+    "dvc_yaml",
+    type=click.Path(dir_okay=False, path_type=Path),
+    is_flag=False,
+    flag_value="dvc.yaml",
+    help="Check this dvc.yaml (default: dvc.yaml) instead of printing; exit 1 on a difference.",
+)
+@click.pass_context
+def deps(ctx: click.Context, dvc_yaml: Path | None) -> None:
+    """Print each stage's code deps (its import closure) as dvc.yaml should list them."""
+    if dvc_yaml is None:
+        click.echo(format_deps())
+        return
+    problems = report_errors(ctx.obj["debug"], lambda: deps_problems(dvc_yaml))
+    for problem in problems:
+        click.echo(f"{dvc_yaml}: {problem}", err=True)
+    if problems:
+        sys.exit(1)
+    click.echo(f"{dvc_yaml}: the code deps of every stage match its imports")
+
+
+@main.command()
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--model",
+    "model_path",
+    type=click.Path(path_type=Path),
+    default=str(EXPORT.out),
+    show_default=True,
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default="detections.json",
+    show_default=True,
+    help="COCO results JSON.",
+)
+@click.option(
+    "--draw",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Also write each image with its detections as a PNG here.",
+)
+@click.option("--score-thresh", default=0.5, show_default=True)
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.pass_context
+def detect(
+    ctx: click.Context,
+    images: tuple[Path, ...],
+    model_path: Path,
+    out: Path,
+    draw: Path | None,
+    score_thresh: float,
+    device: str,
+) -> None:
+    """Detect objects in IMAGES with the exported model; unreadable images are skipped."""
+    detector = report_errors(ctx.obj["debug"], lambda: load_detector(model_path)).to(device)
+    results, failed = [], 0
+    with click.progressbar(images, label="detect", file=sys.stderr) as bar:
+        for path in bar:
+            try:
+                pixels, found = detect_file(detector, path, score_thresh)
+            except FrcnnError as exc:
+                failed += 1
+                click.echo(f"\nerror: {exc}", err=True)
+                continue
+            results += found
+            if draw is not None:
+                draw_results(pixels, found, draw / f"{path.stem}.png")
+    out.write_text(json.dumps(results, indent=1) + "\n")
+    click.echo(f"{len(results)} detections in {len(images) - failed} images -> {out}")
+    if failed:
+        click.echo(f"error: {failed} of {len(images)} images could not be read", err=True)
+        sys.exit(1)

@@ -1,0 +1,1 @@
+"""Data: dataset readers (VOC, COCO, synthetic), image decoding and resizing, and views."""

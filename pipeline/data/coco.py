@@ -1,0 +1,87 @@
+"""COCO instances reader: one JSON per split, images in a folder that `file_name` is relative to.
+
+COCO boxes are [x, y, width, height] in continuous pixels. `iscrowd` regions become `difficult`
+objects: both are excluded from the positives and the false positives when evaluating.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pipeline.data.records import (
+    ImageRecord,
+    check_box,
+    make_record,
+    parse_coordinate,
+    safe_join,
+)
+from pipeline.errors import DatasetError
+
+
+def annotation_path(root: Path, template: str, split: str) -> Path:
+    return safe_join(root, template.format(split=split), "data.coco_annotations")
+
+
+def load_coco_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: annotation file not found") from None
+    except json.JSONDecodeError as exc:
+        raise DatasetError(f"{path}: malformed JSON (line {exc.lineno}: {exc.msg})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise DatasetError(f"{path}: not a COCO instances file (no 'images' list)")
+    return data
+
+
+def coco_classes(path: Path) -> tuple[str, ...]:
+    """Category names in category-id order: the class list a COCO dataset implies."""
+    categories = load_coco_json(path).get("categories") or []
+    if not categories:
+        raise DatasetError(f"{path}: no 'categories' listed")
+    return tuple(c["name"] for c in sorted(categories, key=lambda c: c["id"]))
+
+
+def read_coco_split(
+    root: Path, annotations: Path, image_folder: str, classes: tuple[str, ...]
+) -> list[ImageRecord]:
+    if not root.is_dir():
+        raise DatasetError(f"data.root: dataset folder {root} does not exist")
+    data = load_coco_json(annotations)
+    image_dir = safe_join(root, image_folder, "data.coco_images")
+    index = {name: i + 1 for i, name in enumerate(classes)}
+    category_label = {}
+    for category in data.get("categories") or []:
+        if category["name"] not in index:
+            known = ", ".join(index)
+            raise DatasetError(
+                f"{annotations}: unknown category {category['name']!r} (known: {known})"
+            )
+        category_label[category["id"]] = index[category["name"]]
+
+    files: dict[Any, Path] = {}
+    for image in data["images"]:
+        if image["id"] in files:
+            raise DatasetError(f"{annotations}: duplicate image id {image['id']!r}")
+        files[image["id"]] = safe_join(image_dir, image["file_name"], f"{annotations}: image")
+    if not files:
+        raise DatasetError(f"{annotations}: empty split, no images listed")
+
+    objects: dict[Any, list] = {image_id: [] for image_id in files}
+    for n, ann in enumerate(data.get("annotations") or []):
+        where = f"{annotations}: annotation {ann.get('id', n)}"
+        if ann.get("image_id") not in files:
+            raise DatasetError(f"{where}: image_id {ann.get('image_id')!r} is not in 'images'")
+        if ann.get("category_id") not in category_label:
+            raise DatasetError(f"{where}: category_id {ann.get('category_id')!r} is unknown")
+        bbox = ann.get("bbox")
+        if not isinstance(bbox, list) or len(bbox) != 4:
+            raise DatasetError(f"{where}: bbox {bbox!r} is not [x, y, width, height]")
+        x, y, w, h = (parse_coordinate(v, where, f"bbox[{i}]") for i, v in enumerate(bbox))
+        box = [x, y, x + w, y + h]
+        check_box(box, where)
+        label = category_label[ann["category_id"]]
+        objects[ann["image_id"]].append((box, label, bool(ann.get("iscrowd", 0))))
+    return [make_record(str(i), files[i], objects[i], f"{annotations}: image {i}") for i in files]

@@ -1,0 +1,94 @@
+"""Reading and resizing images: the shorter side to `min_size`, the longer capped at `max_size`."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor
+
+from pipeline.errors import DatasetError
+
+# Prepared canvases are padded to a multiple of this, which every supported feature stride
+# divides, so that a backbone's pooling windows line up with the anchor grid.
+CANVAS_MULTIPLE = 32
+# ImageNet statistics; images are normalised with them whatever the backbone.
+PIXEL_MEAN = (0.485, 0.456, 0.406)
+PIXEL_STD = (0.229, 0.224, 0.225)
+
+
+def read_image_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: image file not found") from None
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot read image ({exc.strerror})") from None
+
+
+def decode_image(data: bytes, path: Path) -> Image.Image:
+    """Fully decoded RGB image; a truncated or non-image file is a DatasetError naming it."""
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.load()
+        return image.convert("RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DatasetError(f"{path}: unreadable image ({exc})") from None
+
+
+def image_size(data: bytes, path: Path) -> tuple[int, int]:
+    """(height, width) from the header only, without decoding the pixels."""
+    try:
+        width, height = Image.open(io.BytesIO(data)).size
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DatasetError(f"{path}: unreadable image ({exc})") from None
+    return height, width
+
+
+def resize_scale(height: int, width: int, min_size: int, max_size: int) -> float:
+    """The factor that brings the shorter side to min_size unless the longer would pass max_size."""
+    scale = min_size / min(height, width)
+    if round(max(height, width) * scale) > max_size:
+        scale = max_size / max(height, width)
+    return scale
+
+
+def resized_shape(height: int, width: int, scale: float) -> tuple[int, int]:
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def canvas_shape(shapes: list[tuple[int, int]]) -> tuple[int, int]:
+    """The smallest canvas that holds every image, padded up to CANVAS_MULTIPLE."""
+
+    def pad(n: int) -> int:
+        return -(-n // CANVAS_MULTIPLE) * CANVAS_MULTIPLE
+
+    return pad(max(h for h, _ in shapes)), pad(max(w for _, w in shapes))
+
+
+def to_canvas(image: Image.Image, shape: tuple[int, int], canvas: tuple[int, int]) -> np.ndarray:
+    """[H, W, 3] uint8: the image resized to `shape`, top-left on a zero canvas."""
+    height, width = shape
+    resized = np.asarray(image.resize((width, height), Image.Resampling.BILINEAR))
+    out = np.zeros((*canvas, 3), dtype=np.uint8)
+    out[:height, :width] = resized
+    return out
+
+
+def padded(n: int) -> int:
+    return -(-n // CANVAS_MULTIPLE) * CANVAS_MULTIPLE
+
+
+def normalise(pixels: np.ndarray, height: int, width: int, flipped: bool) -> Tensor:
+    """[3, H', W'] float32: the valid region normalised, mirrored if asked, zero padding
+    up to the next CANVAS_MULTIPLE."""
+    image = torch.from_numpy(np.array(pixels[:height, :width])).float() / 255.0
+    if flipped:
+        image = image.flip(1)
+    image = (image - torch.tensor(PIXEL_MEAN)) / torch.tensor(PIXEL_STD)
+    out = torch.zeros(3, padded(height), padded(width))
+    out[:, :height, :width] = image.permute(2, 0, 1)
+    return out

@@ -1,0 +1,1 @@
+"""Evaluation: VOC and COCO metrics, proposal recall, and pictures of detections."""

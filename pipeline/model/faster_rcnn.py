@@ -1,0 +1,164 @@
+"""The unified, shared-conv Faster R-CNN that `export` writes, and its post-processing.
+
+The same pieces (backbone, RPN head, Fast R-CNN head) serve training and inference; this
+module only puts them together behind one `detect_view` call, which `frcnn detect` and the
+`evaluate` stage both use.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor, nn
+from torchvision.ops import batched_nms, clip_boxes_to_image
+
+from pipeline.config import (
+    AnchorParams,
+    BackboneParams,
+    DetectParams,
+    ProposalParams,
+    RoIParams,
+    RPNParams,
+)
+from pipeline.data.images import normalise, resize_scale, resized_shape
+from pipeline.model.backbones import Backbone, build_backbone
+from pipeline.model.boxes import decode
+from pipeline.model.roi_head import FastRCNNHead, build_head, rois_with_batch_index
+from pipeline.model.rpn import RPNHead, build_rpn, view_proposals
+
+
+def detections(
+    proposals: Tensor,
+    class_logits: Tensor,
+    box_deltas: Tensor,
+    image_size: tuple[int, int],
+    stds: tuple[float, ...],
+    params: DetectParams,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Boxes, scores and labels (1..C) of one image: per-class decode, threshold, NMS."""
+    scores = torch.softmax(class_logits.float(), dim=1)[:, 1:]
+    num_classes = scores.shape[1]
+    boxes = decode(
+        proposals[:, None, :].expand(-1, num_classes, 4), box_deltas[:, 1:].float(), tuple(stds)
+    )
+    boxes = clip_boxes_to_image(boxes, image_size)
+    labels = torch.arange(1, num_classes + 1, device=boxes.device).expand(len(proposals), -1)
+    boxes, scores, labels = boxes.reshape(-1, 4), scores.reshape(-1), labels.reshape(-1)
+    keep = (
+        (scores > params.score_thresh) & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    )
+    boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+    keep = batched_nms(boxes, scores, labels, params.nms_iou)[: params.max_detections]
+    return boxes[keep], scores[keep], labels[keep]
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """Everything besides weights that inference needs; stored in the exported file."""
+
+    backbone: BackboneParams
+    anchors: AnchorParams
+    rpn: RPNParams
+    proposals: ProposalParams
+    roi: RoIParams
+    detect: DetectParams
+    classes: tuple[str, ...]
+    min_size: int
+    max_size: int
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> DetectorConfig:
+        """Inverse of `config.to_dict` on a config (lists back to tuples)."""
+
+        def tupled(section: dict[str, Any]) -> dict[str, Any]:
+            return {k: tuple(v) if isinstance(v, list) else v for k, v in section.items()}
+
+        return cls(
+            backbone=BackboneParams(**raw["backbone"]),
+            anchors=AnchorParams(**tupled(raw["anchors"])),
+            rpn=RPNParams(**raw["rpn"]),
+            proposals=ProposalParams(**raw["proposals"]),
+            roi=RoIParams(**tupled(raw["roi"])),
+            detect=DetectParams(**raw["detect"]),
+            classes=tuple(raw["classes"]),
+            min_size=raw["min_size"],
+            max_size=raw["max_size"],
+        )
+
+
+class FasterRCNN(nn.Module):
+    """The unified, shared-conv network: step-2 backbone, step-3 RPN, step-4 head."""
+
+    def __init__(
+        self, config: DetectorConfig, backbone: Backbone, rpn: RPNHead, head: FastRCNNHead
+    ) -> None:
+        super().__init__()
+        self.config, self.backbone, self.rpn, self.head = config, backbone, rpn, head
+
+    @classmethod
+    def from_config(cls, config: DetectorConfig) -> FasterRCNN:
+        # The weights come from the exported file, not from ImageNet.
+        structure = dataclasses.replace(config.backbone, weights=None, freeze_below=None)
+        backbone = build_backbone(structure)
+        rpn = build_rpn(config.anchors, config.rpn, backbone.out_channels)
+        head = build_head(
+            structure, config.roi, backbone.out_channels, len(config.classes), backbone.stride
+        )
+        return cls(config, backbone, rpn, head)
+
+    @torch.no_grad()
+    def forward_view(
+        self, image: Tensor, image_size: tuple[int, int], scale: float
+    ) -> dict[str, Tensor]:
+        """Everything inference computes for one normalised, padded [3, H, W] image."""
+        features = self.backbone(image[None])
+        proposals, objectness = view_proposals(
+            self.rpn,
+            features,
+            self.config.anchors,
+            self.config.proposals,
+            image_size,
+            scale,
+            train=False,
+        )
+        class_logits, box_deltas = self.head(features, rois_with_batch_index([proposals]))
+        return {
+            "features": features,
+            "proposals": proposals,
+            "objectness": objectness,
+            "class_logits": class_logits,
+            "box_deltas": box_deltas,
+        }
+
+    @torch.no_grad()
+    def detect_view(
+        self, image: Tensor, image_size: tuple[int, int], scale: float
+    ) -> dict[str, Tensor]:
+        """Detections on one normalised, padded image, in the original image's pixels."""
+        out = self.forward_view(image, image_size, scale)
+        boxes, scores, labels = detections(
+            out["proposals"],
+            out["class_logits"],
+            out["box_deltas"],
+            image_size,
+            self.config.roi.box_stds,
+            self.config.detect,
+        )
+        return {"boxes": boxes / scale, "scores": scores, "labels": labels}
+
+    @torch.no_grad()
+    def detect(self, pixels: np.ndarray) -> dict[str, Tensor]:
+        """Detections on one [H, W, 3] uint8 RGB image, in that image's pixel coordinates."""
+        height, width = pixels.shape[:2]
+        scale = resize_scale(height, width, self.config.min_size, self.config.max_size)
+        size = resized_shape(height, width, scale)
+        resized = np.asarray(
+            Image.fromarray(pixels).resize((size[1], size[0]), Image.Resampling.BILINEAR)
+        )
+        device = next(self.parameters()).device
+        return self.detect_view(normalise(resized, *size, flipped=False).to(device), size, scale)

@@ -1,0 +1,242 @@
+"""The one training loop behind all four training stages.
+
+Deterministic by construction: the data order of epoch e is a permutation seeded by (seed, e),
+and iteration i reseeds torch's generator (dropout) and the mini-batch sampler with
+(seed, stage, i). The random state at any iteration is therefore a function of the iteration
+number, which the checkpoint records with the model and optimizer state, so a resumed run
+draws exactly what an uninterrupted one would. The learning rate is a function of the
+iteration too (step decay), so there is no scheduler state to lose.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import signal
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from dvclive import Live
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from pipeline.artifacts.model_files import atomic_save, safe_load
+from pipeline.config import StepParams, TrainParams
+from pipeline.errors import FrcnnError
+from pipeline.runtime import derived_seed
+
+log = logging.getLogger(__name__)
+LossFn = Callable[[list[int], torch.Generator], dict[str, Tensor]]
+
+
+class TrainingDiverged(FrcnnError):
+    pass
+
+
+def batch_at(iteration: int, batch_size: int, views: np.ndarray, seed: int) -> list[int]:
+    """The views of one iteration: consecutive slices of per-epoch seeded permutations."""
+    batch = []
+    for position in range(iteration * batch_size, (iteration + 1) * batch_size):
+        epoch, offset = divmod(position, len(views))
+        order = torch.randperm(
+            len(views), generator=torch.Generator().manual_seed(derived_seed(seed, epoch))
+        )
+        batch.append(int(views[order[offset]]))
+    return batch
+
+
+def lr_at(iteration: int, step: StepParams) -> float:
+    return step.lr * step.lr_gamma ** sum(iteration >= s for s in step.lr_steps)
+
+
+@dataclass(frozen=True)
+class TrainingRun:
+    stage: str
+    module: nn.Module  # everything whose weights are saved; only parameters with grad train
+    loss_fn: LossFn
+    views: np.ndarray  # the training views
+    step: StepParams
+    common: TrainParams
+    work: Path  # working folder: checkpoint and DVCLive logs
+    fingerprint: str  # of the stage's params, inputs and code; a checkpoint of another is ignored
+    lr_key: str  # the params key of this step's learning rate, for advice on divergence
+
+
+def _optimizer(module: nn.Module, common: TrainParams, step: StepParams) -> torch.optim.SGD:
+    weights = [p for n, p in module.named_parameters() if p.requires_grad and p.ndim > 1]
+    others = [p for n, p in module.named_parameters() if p.requires_grad and p.ndim <= 1]
+    if not weights and not others:
+        raise FrcnnError("nothing to train: every parameter is frozen (backbone.freeze_below?)")
+    return torch.optim.SGD(
+        [
+            {"params": weights, "weight_decay": common.weight_decay},
+            {"params": others, "weight_decay": 0.0},  # biases and norms: no decay, as usual
+        ],
+        lr=step.lr,
+        momentum=common.momentum,
+    )
+
+
+def train(run: TrainingRun, device: torch.device) -> list[dict[str, float]]:
+    """Train `run.module` in place, resuming from the working folder; returns the loss log."""
+    run.work.mkdir(parents=True, exist_ok=True)
+    checkpoint_path = run.work / "checkpoint.pt"
+    optimizer = _optimizer(run.module, run.common, run.step)
+    start, history, sums = 0, [], {}
+    if checkpoint_path.exists():
+        checkpoint = safe_load(checkpoint_path)
+        if checkpoint.get("fingerprint") == run.fingerprint:
+            run.module.load_state_dict(checkpoint["model"])
+            optimizer.load_state_dict(checkpoint["optimizer"])
+            start, history = checkpoint["iteration"], checkpoint["history"]
+            sums = checkpoint["pending_sums"]
+        else:
+            log.info(
+                "%s: discarding a checkpoint made from other params, inputs or code",
+                checkpoint_path,
+            )
+    live = _replay_log(run.work / "live", history)
+    amp = _autocast(run.common.amp, device)
+    scaler = torch.amp.GradScaler("cuda", enabled=run.common.amp == "fp16")
+    run.module.train()
+    bar = tqdm(
+        range(start, run.step.iterations),
+        initial=start,
+        total=run.step.iterations,
+        desc=run.stage,
+        unit="it",
+        leave=False,
+        disable=None,  # no progress bar when stderr is not a terminal (logs, CI)
+    )
+
+    def save(done: int) -> None:
+        state = {
+            "fingerprint": run.fingerprint,
+            "iteration": done,
+            "model": run.module.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "history": history,
+            "pending_sums": sums,  # losses since the last log line
+            "torch_rng_state": torch.get_rng_state(),
+        }
+        atomic_save(state, checkpoint_path)
+
+    with _deferred_interrupt() as interrupted:
+        for iteration in bar:
+            losses = _step(run, iteration, optimizer, scaler, amp, checkpoint_path)
+            done = iteration + 1
+            for name, value in losses.items():
+                sums[name] = sums.get(name, 0.0) + value
+            if done % run.common.log_every == 0 or done == run.step.iterations:
+                count = (iteration % run.common.log_every) + 1
+                row = {"iteration": done, "lr": lr_at(iteration, run.step)}
+                row.update({f"loss/{k}": v / count for k, v in sums.items()})
+                row["loss/total"] = sum(v for k, v in row.items() if k.startswith("loss/"))
+                history.append(row)
+                _log(live, row)
+                bar.set_postfix(loss=f"{row['loss/total']:.3f}")
+                sums = {}
+            finished = done == run.step.iterations
+            if done % run.common.checkpoint_every == 0 or finished or interrupted():
+                save(done)
+            if interrupted():
+                bar.close()
+                raise KeyboardInterrupt(f"{run.stage}: interrupted; checkpoint at iteration {done}")
+    bar.close()
+    live.end()
+    return history
+
+
+@contextmanager
+def _deferred_interrupt() -> Iterator[Callable[[], bool]]:
+    """Ctrl-C sets a flag instead of stopping mid-update; the loop checks it between
+    iterations, so the checkpoint it writes holds a consistent model and optimizer."""
+    pressed = []
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        signal.signal(signal.SIGINT, lambda signum, frame: pressed.append(signum))
+    except ValueError:  # not the main thread: Ctrl-C cannot reach us here anyway
+        yield lambda: False
+        return
+    try:
+        yield lambda: bool(pressed)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _step(
+    run: TrainingRun,
+    iteration: int,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    amp: AbstractContextManager,
+    checkpoint_path: Path,
+) -> dict[str, float]:
+    """One seeded SGD iteration; refuses to apply a non-finite loss or gradient."""
+    seed = derived_seed(run.common.seed, run.stage, iteration)
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    for group in optimizer.param_groups:
+        group["lr"] = lr_at(iteration, run.step)
+    batch = batch_at(iteration, run.step.images_per_batch, run.views, run.common.seed)
+    with amp:
+        losses = run.loss_fn(batch, generator)
+    total = sum(losses.values())
+    advice = (
+        f"the last good checkpoint ({checkpoint_path}) is kept: lower {run.lr_key} and rerun "
+        "to resume from it"
+    )
+    for name, value in {**losses, "total": total}.items():
+        if not torch.isfinite(value):
+            raise TrainingDiverged(
+                f"{run.stage}: loss term {name} is {value.item()} at iteration {iteration}; "
+                + advice
+            )
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(total).backward()
+    scaler.unscale_(optimizer)
+    grads = [p.grad for p in run.module.parameters() if p.grad is not None]
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+    if not torch.isfinite(norm) and not scaler.is_enabled():
+        raise TrainingDiverged(
+            f"{run.stage}: gradient norm is {norm.item()} at iteration {iteration}; " + advice
+        )
+    scaler.step(optimizer)  # with fp16, GradScaler skips steps with inf gradients itself
+    scaler.update()
+    return {name: value.item() for name, value in losses.items()}
+
+
+def _autocast(amp: str, device: torch.device) -> AbstractContextManager:
+    if amp == "fp32":
+        return nullcontext()
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def _replay_log(folder: Path, history: list[dict[str, float]]) -> Live:
+    """A DVCLive log holding exactly the checkpointed history (a kill may have left more)."""
+    shutil.rmtree(folder, ignore_errors=True)
+    live = Live(str(folder), save_dvc_exp=False, dvcyaml=None, report=None)
+    for row in history:
+        _log(live, row)
+    return live
+
+
+def _log(live: Live, row: dict[str, float]) -> None:
+    live.step = int(row["iteration"])
+    for name, value in row.items():
+        if name != "iteration" and math.isfinite(value):
+            live.log_metric(name, value)
+    live.next_step()
+
+
+def publish_log(work: Path, out: Path) -> None:
+    """Copy the finished DVCLive log to the stage's declared plots folder."""
+    if out.exists():
+        shutil.rmtree(out)
+    shutil.copytree(work / "live", out)

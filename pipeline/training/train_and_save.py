@@ -1,0 +1,79 @@
+"""What the four training stages share: the initial backbone, seeded initialisation, and
+training a set of parts, then saving them as the stage's model file with its provenance."""
+
+from __future__ import annotations
+
+import shutil
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from pipeline.artifacts.model_files import save_model
+from pipeline.artifacts.store import PARTIAL_SUFFIX, Provenance
+from pipeline.config import Params, to_dict
+from pipeline.layout import Stage, live_log
+from pipeline.model.backbones import Backbone, build_backbone
+from pipeline.runtime import derived_seed
+from pipeline.training.loop import LossFn, TrainingRun, publish_log, train
+
+# How often a run checkpoints and logs changes none of its results, so neither is provenance.
+NOT_PROVENANCE = {"checkpoint_every", "log_every"}
+
+
+def initial_backbone(params: Params) -> Backbone:
+    """Steps 1 and 2 both start from this one (the paper: from ImageNet, not from each other)."""
+    torch.manual_seed(derived_seed(params.train.seed, "initial_backbone"))
+    backbone = build_backbone(params.backbone)
+    backbone.freeze_below(params.backbone.freeze_below)
+    return backbone
+
+
+def seeded_init(params: Params, stage: Stage) -> None:
+    """Seed torch before a stage builds its fresh layers, so their initial weights are fixed."""
+    torch.manual_seed(derived_seed(params.train.seed, stage.name, "init"))
+
+
+def train_and_save(
+    stage: Stage,
+    step: str,
+    parts: dict[str, nn.Module],
+    loss_fn: LossFn,
+    views: np.ndarray,
+    params: Params,
+    sections: dict[str, Any],
+    inputs: dict[str, str],
+    device: torch.device,
+) -> dict[str, float]:
+    """Train `parts` with the `train.<step>` schedule on `views`, save them as the stage's model
+    file and publish the loss log; return the last logged losses. The model records `sections`
+    of the params, the training params and the fingerprints of its `inputs`."""
+    schedule = getattr(params.train, step)
+    common = {
+        k: v
+        for k, v in to_dict(params.train).items()
+        if not k.startswith("step") and k not in NOT_PROVENANCE
+    }
+    provenance = Provenance.of_stage(
+        stage, params={**sections, "train": common, "step": to_dict(schedule)}, inputs=inputs
+    )
+    work = stage.out.with_name(stage.out.name + PARTIAL_SUFFIX)
+    module = nn.ModuleDict(parts).to(device)
+    run = TrainingRun(
+        stage.name,
+        module,
+        loss_fn,
+        views,
+        schedule,
+        params.train,
+        work,
+        provenance.fingerprint,
+        lr_key=f"train.{step}.lr",
+    )
+    history = train(run, device)
+    module.cpu()
+    save_model(stage.out, provenance, {name: part.state_dict() for name, part in parts.items()})
+    publish_log(work, live_log(stage))
+    shutil.rmtree(work)
+    return history[-1]
