@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Stage commands in dvc.yaml call `python`: make it the environment's.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup repro test test-fast lint bench clean
+.PHONY: setup repro test test-fast lint deps bench clean
 
 setup: $(STAMP)
 
@@ -26,6 +26,10 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow"
+
+# Rewrite dvc.yaml's code deps from the stages' imports (`frcnn deps --check` verifies them).
+deps: $(STAMP)
+	$(BIN)/frcnn deps --write
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -29,8 +29,10 @@ from pipeline.model.backbones import Backbone
 from pipeline.model.roi_head import build_head
 from pipeline.model.rpn import build_rpn
 from pipeline.runtime import resolve_device
+from pipeline.training.backbone_features import BackboneFeatures
+from pipeline.training.fast_rcnn_objective import FastRCNNLoss
 from pipeline.training.loop import batch_at
-from pipeline.training.objectives import BackboneFeatures, FastRCNNLoss, RPNLoss
+from pipeline.training.rpn_objective import RPNLoss
 from pipeline.training.train_and_save import initial_backbone
 
 

@@ -10,7 +10,8 @@ from pipeline.layout import ANCHOR_TARGETS, PREPARE, STEP1_RPN
 from pipeline.model.rpn import build_rpn
 from pipeline.runner import stage_command
 from pipeline.runtime import resolve_device
-from pipeline.training.objectives import BackboneFeatures, RPNLoss
+from pipeline.training.backbone_features import BackboneFeatures
+from pipeline.training.rpn_objective import RPNLoss
 from pipeline.training.train_and_save import initial_backbone, seeded_init, train_and_save
 
 

@@ -11,7 +11,8 @@ from pipeline.layout import PREPARE, STEP1_PROPOSAL_TARGETS, STEP2_FAST_RCNN
 from pipeline.model.roi_head import build_head
 from pipeline.runner import stage_command
 from pipeline.runtime import resolve_device
-from pipeline.training.objectives import BackboneFeatures, FastRCNNLoss
+from pipeline.training.backbone_features import BackboneFeatures
+from pipeline.training.fast_rcnn_objective import FastRCNNLoss
 from pipeline.training.train_and_save import initial_backbone, seeded_init, train_and_save
 
 

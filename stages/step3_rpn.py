@@ -14,7 +14,7 @@ from pipeline.layout import ANCHOR_TARGETS, PREPARE, STEP3_FEATURES, STEP3_RPN
 from pipeline.model.rpn import build_rpn
 from pipeline.runner import stage_command
 from pipeline.runtime import resolve_device
-from pipeline.training.objectives import RPNLoss
+from pipeline.training.rpn_objective import RPNLoss
 from pipeline.training.train_and_save import seeded_init, train_and_save
 
 

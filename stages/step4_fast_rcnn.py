@@ -21,7 +21,7 @@ from pipeline.layout import (
 from pipeline.model.roi_head import build_head
 from pipeline.runner import stage_command
 from pipeline.runtime import resolve_device
-from pipeline.training.objectives import FastRCNNLoss
+from pipeline.training.fast_rcnn_objective import FastRCNNLoss
 from pipeline.training.train_and_save import train_and_save
 
 

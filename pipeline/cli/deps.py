@@ -79,3 +79,28 @@ def format_deps() -> str:
         lines += [f"  {stage.name}:", "    deps:"]
         lines += [f"      - {dep}" for dep in code_deps(stage)]
     return "\n".join(lines)
+
+
+def _is_code(dep: str) -> bool:
+    return Path(dep).parts[0] in PACKAGES if dep else False
+
+
+def rewrite_code_deps(text: str) -> str:
+    """dvc.yaml's text with each stage's code deps replaced by its import closure; data deps,
+    comments and everything else kept as they are."""
+    wanted = {stage.name: code_deps(stage) for stage in STAGES}
+    out: list[str] = []
+    stage, in_deps = None, False
+    for line in text.splitlines():
+        if line.startswith("  ") and not line.startswith("   ") and line.rstrip().endswith(":"):
+            stage, in_deps = line.strip()[:-1], False
+        elif line.startswith("    ") and not line.startswith("     "):
+            if in_deps and stage in wanted:
+                out += [f"      - {dep}" for dep in wanted.pop(stage)]
+            in_deps = line.strip() == "deps:"
+        elif in_deps and line.startswith("      - ") and _is_code(line[8:].strip()):
+            continue
+        out.append(line)
+    if in_deps and stage in wanted:
+        out += [f"      - {dep}" for dep in wanted.pop(stage)]
+    return "\n".join(out) + "\n"

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from pipeline.artifacts.exported_model import load_detector
-from pipeline.cli.deps import deps_problems, format_deps
+from pipeline.cli.deps import deps_problems, format_deps, rewrite_code_deps
 from pipeline.cli.detect_images import detect_file, draw_results
 from pipeline.cli.inspect_artifact import describe_artifact, format_description
 from pipeline.cli.show_image import LAYERS, draw_layers
@@ -98,9 +98,22 @@ def show(
     flag_value="dvc.yaml",
     help="Check this dvc.yaml (default: dvc.yaml) instead of printing; exit 1 on a difference.",
 )
+@click.option(
+    "--write",
+    "write_to",
+    type=click.Path(dir_okay=False, path_type=Path),
+    is_flag=False,
+    flag_value="dvc.yaml",
+    help="Rewrite the code deps of this dvc.yaml (default: dvc.yaml) in place.",
+)
 @click.pass_context
-def deps(ctx: click.Context, dvc_yaml: Path | None) -> None:
+def deps(ctx: click.Context, dvc_yaml: Path | None, write_to: Path | None) -> None:
     """Print each stage's code deps (its import closure) as dvc.yaml should list them."""
+    if write_to is not None:
+        text = report_errors(ctx.obj["debug"], write_to.read_text)
+        write_to.write_text(rewrite_code_deps(text))
+        click.echo(f"{write_to}: code deps rewritten from the stages' imports")
+        return
     if dvc_yaml is None:
         click.echo(format_deps())
         return

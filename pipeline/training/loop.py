@@ -32,6 +32,7 @@ from pipeline.runtime import derived_seed
 
 log = logging.getLogger(__name__)
 LossFn = Callable[[list[int], torch.Generator], dict[str, Tensor]]
+FeatureSource = Callable[[list[int]], Tensor]  # views of a batch -> their [B, C, h, w] features
 
 
 class TrainingDiverged(FrcnnError):

@@ -1,0 +1,56 @@
+"""What steps 2 and 4 minimise per mini-batch: the Fast R-CNN loss on sampled RoIs, whatever
+computes the features (the backbone, or the cache)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from pipeline.artifacts.proposal_targets import ProposalTargets
+from pipeline.config import RoIParams
+from pipeline.model.losses import fast_rcnn_loss
+from pipeline.model.roi_head import FastRCNNHead, rois_with_batch_index
+from pipeline.model.sampling import sample_foreground_background
+from pipeline.training.loop import FeatureSource
+
+
+class FastRCNNLoss:
+    """Classification and box loss of the head on 128 sampled RoIs per view (steps 2 and 4)."""
+
+    def __init__(
+        self,
+        head: FastRCNNHead,
+        features: FeatureSource,
+        targets: ProposalTargets,
+        params: RoIParams,
+    ) -> None:
+        self.head, self.features, self.targets, self.params = head, features, targets, params
+
+    def sample(self, view: int, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+        """RoIs, class labels (0 for background) and box targets of one view's mini-batch."""
+        p = self.params
+        boxes, iou, labels, deltas = self.targets.of_view(view)
+        foreground = iou >= p.fg_iou
+        background = (iou >= p.bg_iou_low) & (iou < p.bg_iou_high)
+        fg, bg = sample_foreground_background(
+            foreground, background, p.batch_size, p.fg_fraction, generator
+        )
+        keep = torch.cat((fg, bg))
+        classes = torch.cat((labels[fg], torch.zeros(len(bg), dtype=labels.dtype)))
+        return boxes[keep], classes, deltas[keep]
+
+    def __call__(self, batch: list[int], generator: torch.Generator) -> dict[str, Tensor]:
+        features = self.features(batch)
+        rois, classes, targets = zip(*(self.sample(v, generator) for v in batch), strict=True)
+        device = features.device
+        class_logits, box_deltas = self.head(
+            features, rois_with_batch_index([r.to(device) for r in rois])
+        )
+        classification, box = fast_rcnn_loss(
+            class_logits,
+            box_deltas,
+            torch.cat(classes).to(device),
+            torch.cat(targets).to(device),
+            self.params.box_sigma,
+        )
+        return {"fast_rcnn_classification": classification, "fast_rcnn_box": box}

@@ -1,0 +1,174 @@
+"""dvc.yaml's code deps are exactly each stage's imports, and provenance hashes that code."""
+
+import json
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from pipeline.cli.deps import code_deps, declared_code_deps, deps_problems, rewrite_code_deps
+from pipeline.cli.main import main
+from pipeline.codebase import code_fingerprint, import_closure
+from pipeline.layout import STAGES
+from tests.conftest import REPO
+
+# What a fresh interpreter has loaded from the project after `import stages.<name>`: the
+# import closure measured by Python itself, independently of pipeline/codebase.py.
+LOADED = """
+import importlib, json, sys
+from pathlib import Path
+importlib.import_module(sys.argv[1])
+root = Path.cwd().resolve()
+files = set()
+for module in list(sys.modules.values()):
+    path = getattr(module, "__file__", None)
+    if path and Path(path).resolve().is_relative_to(root):
+        relative = Path(path).resolve().relative_to(root)
+        if relative.parts[0] in ("pipeline", "stages"):
+            files.add(relative.as_posix())
+print(json.dumps(sorted(files)))
+"""
+
+
+def loaded_by(module: str) -> set[str]:
+    result = subprocess.run(
+        [sys.executable, "-c", LOADED, module],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return set(json.loads(result.stdout))
+
+
+@pytest.fixture(scope="module")
+def loaded() -> dict[str, set[str]]:
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        found = pool.map(loaded_by, [stage.module for stage in STAGES])
+    return dict(zip([stage.name for stage in STAGES], found, strict=True))
+
+
+def test_dvc_yaml_lists_exactly_the_files_each_stage_imports(loaded):
+    declared = declared_code_deps(REPO / "dvc.yaml")
+    for stage in STAGES:
+        listed = {p.as_posix() for p in declared[stage.name]}
+        for missing in sorted(loaded[stage.name] - listed):
+            pytest.fail(f"{stage.name}: imports {missing}, which dvc.yaml does not list")
+        for extra in sorted(listed - loaded[stage.name]):
+            pytest.fail(f"{stage.name}: dvc.yaml lists {extra}, which it never imports")
+
+
+def test_import_closure_from_the_source_agrees_with_what_python_loads(loaded):
+    for stage in STAGES:
+        closure = {p.as_posix() for p in import_closure(stage.module)}
+        assert closure == loaded[stage.name], stage.name
+
+
+def test_deps_check_names_the_stage_and_the_file(tmp_path):
+    text = (REPO / "dvc.yaml").read_text()
+    broken = tmp_path / "dvc.yaml"
+    broken.write_text(
+        text.replace("      - pipeline/model/rpn.py\n", "", 1).replace(
+            "      - stages/generate.py\n",
+            "      - stages/generate.py\n      - pipeline/model/rpn.py\n",
+        )
+    )
+    problems = deps_problems(broken)
+    assert "generate: deps list pipeline/model/rpn.py, which it never imports" in problems
+    assert any(p.endswith("imports pipeline/model/rpn.py, not in its deps") for p in problems)
+    result = CliRunner().invoke(main, ["deps", "--check", str(broken)])
+    assert result.exit_code == 1
+    assert "which it never imports" in result.output
+
+
+def test_deps_write_restores_the_code_deps_and_keeps_the_rest(tmp_path):
+    text = (REPO / "dvc.yaml").read_text()
+    broken = text.replace("      - pipeline/model/rpn.py\n", "").replace(
+        "      - stages/generate.py\n",
+        "      - stages/generate.py\n      - pipeline/model/boxes.py\n",
+    )
+    assert rewrite_code_deps(broken) == text
+    (tmp_path / "dvc.yaml").write_text(broken)
+    result = CliRunner().invoke(main, ["deps", "--write", str(tmp_path / "dvc.yaml")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "dvc.yaml").read_text() == text
+
+
+def test_deps_check_passes_on_the_repository_and_prints_every_stage():
+    assert deps_problems(REPO / "dvc.yaml") == []
+    printed = CliRunner().invoke(main, ["deps"]).output
+    for stage in STAGES:
+        assert f"  {stage.name}:\n    deps:\n" in printed
+
+
+def test_a_folder_dep_only_where_the_stage_imports_all_of_it():
+    for stage in STAGES:
+        closure = {p.as_posix() for p in import_closure(stage.module)}
+        for dep in code_deps(stage):
+            if (REPO / dep).is_dir():
+                inside = {
+                    p.relative_to(REPO).as_posix()
+                    for p in (REPO / dep).rglob("*.py")
+                    if "__pycache__" not in p.parts
+                }
+                assert inside <= closure, (stage.name, dep)
+
+
+def test_step_4_does_not_depend_on_earlier_steps_code():
+    step4 = {p.as_posix() for p in import_closure("stages.step4_fast_rcnn")}
+    assert "stages/step4_fast_rcnn.py" in step4
+    assert not any(f.startswith("stages/step1") or f.startswith("stages/step2") for f in step4)
+    assert "pipeline/model/rpn.py" not in step4
+
+
+def test_code_fingerprint_follows_the_bytes_of_the_closure(tmp_path, monkeypatch):
+    import pipeline.codebase as codebase
+
+    for package in ("pipeline", "stages"):
+        (tmp_path / package).mkdir()
+        (tmp_path / package / "__init__.py").write_text("")
+    (tmp_path / "pipeline" / "helper.py").write_text("VALUE = 1\n")
+    (tmp_path / "pipeline" / "unused.py").write_text("VALUE = 2\n")
+    (tmp_path / "stages" / "demo.py").write_text("from pipeline import helper\n")
+    monkeypatch.setattr(codebase, "ROOT", tmp_path)
+
+    def fingerprint() -> str:
+        codebase.import_closure.cache_clear()
+        codebase.code_fingerprint.cache_clear()
+        return code_fingerprint("stages.demo")
+
+    try:
+        first = fingerprint()
+        assert [p.as_posix() for p in import_closure("stages.demo")] == [
+            "pipeline/__init__.py",
+            "pipeline/helper.py",
+            "stages/__init__.py",
+            "stages/demo.py",
+        ]
+        (tmp_path / "pipeline" / "unused.py").write_text("VALUE = 3\n")
+        assert fingerprint() == first
+        (tmp_path / "pipeline" / "helper.py").write_text("VALUE = 1  # edited\n")
+        assert fingerprint() != first
+    finally:
+        codebase.import_closure.cache_clear()
+        codebase.code_fingerprint.cache_clear()
+
+
+def test_lazy_imports_inside_functions_count(tmp_path, monkeypatch):
+    import pipeline.codebase as codebase
+
+    (tmp_path / "pipeline").mkdir()
+    (tmp_path / "pipeline" / "__init__.py").write_text("")
+    (tmp_path / "pipeline" / "late.py").write_text("")
+    (tmp_path / "pipeline" / "early.py").write_text(
+        "def f():\n    from pipeline.late import nothing\n"
+    )
+    monkeypatch.setattr(codebase, "ROOT", tmp_path)
+    codebase.import_closure.cache_clear()
+    try:
+        assert Path("pipeline/late.py") in import_closure("pipeline.early")
+    finally:
+        codebase.import_closure.cache_clear()
