@@ -3,6 +3,7 @@ import math
 import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from torchvision.models.detection._utils import BoxCoder
 
 from pipeline.model.boxes import MAX_LOG_SCALE, decode, encode, inside_image
 
@@ -40,3 +41,22 @@ def test_inside_image_allows_a_border():
     boxes = torch.tensor([[-2.0, 0, 10, 10], [0, 0, 64, 64], [0, 0, 65, 10]])
     assert inside_image(boxes, 64, 64).tolist() == [False, True, False]
     assert inside_image(boxes, 64, 64, border=2).tolist() == [True, True, True]
+
+
+def test_box_coding_agrees_with_torchvision_box_coder():
+    generator = torch.Generator().manual_seed(0)
+    corner = torch.rand(500, 2, generator=generator) * 400
+    reference = torch.cat((corner, corner + 4 + torch.rand(500, 2, generator=generator) * 200), 1)
+    corner = torch.rand(500, 2, generator=generator) * 400
+    target = torch.cat((corner, corner + 4 + torch.rand(500, 2, generator=generator) * 200), 1)
+    stds = (0.1, 0.1, 0.2, 0.2)
+    coder = BoxCoder(weights=tuple(1 / s for s in stds))  # (10, 10, 5, 5)
+    theirs = coder.encode_single(target, reference)
+    torch.testing.assert_close(encode(reference, target, stds), theirs, rtol=1e-5, atol=1e-5)
+    deltas = torch.randn(500, 4, generator=generator)
+    torch.testing.assert_close(
+        decode(reference, deltas, stds),
+        coder.decode_single(deltas, reference),
+        rtol=1e-5,
+        atol=1e-3,
+    )

@@ -13,8 +13,10 @@ def test_smooth_l1_switches_at_one_over_sigma_squared():
     x = torch.tensor([0.05, -0.1, 0.5, -2.0])
     # sigma 3: quadratic 4.5 x^2 below 1/9, linear |x| - 1/18 above
     want = torch.tensor([4.5 * 0.0025, 4.5 * 0.01, 0.5 - 1 / 18, 2.0 - 1 / 18])
-    torch.testing.assert_close(smooth_l1(x, 3.0), want)
-    torch.testing.assert_close(smooth_l1(x, 1.0), torch.tensor([0.00125, 0.005, 0.125, 1.5]))
+    torch.testing.assert_close(smooth_l1(x, torch.zeros_like(x), 3.0), want)
+    torch.testing.assert_close(
+        smooth_l1(x, torch.zeros_like(x), 1.0), torch.tensor([0.00125, 0.005, 0.125, 1.5])
+    )
 
 
 def test_rpn_loss_ignores_label_minus_one_and_normalises_by_sampled_count():

@@ -7,11 +7,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def smooth_l1(diff: Tensor, sigma: float) -> Tensor:
-    """Elementwise smooth L1 with the Fast R-CNN paper's sigma: quadratic within 1 / sigma^2."""
-    beta = 1.0 / sigma**2
-    absolute = diff.abs()
-    return torch.where(absolute < beta, 0.5 * absolute**2 / beta, absolute - 0.5 * beta)
+def smooth_l1(predicted: Tensor, target: Tensor, sigma: float) -> Tensor:
+    """Elementwise smooth L1 with the Fast R-CNN paper's sigma: quadratic within 1 / sigma^2,
+    which is torch's `beta`."""
+    return F.smooth_l1_loss(predicted, target, reduction="none", beta=1.0 / sigma**2)
 
 
 def rpn_loss(
@@ -31,7 +30,7 @@ def rpn_loss(
         / count
     )
     positive = labels == 1
-    box = smooth_l1(deltas[positive] - targets[positive], sigma).sum() / count
+    box = smooth_l1(deltas[positive], targets[positive], sigma).sum() / count
     return objectness, box
 
 
@@ -47,5 +46,5 @@ def fast_rcnn_loss(
     classification = F.cross_entropy(class_logits, labels, reduction="sum") / count
     foreground = torch.nonzero(labels > 0).flatten()
     chosen = box_deltas[foreground, labels[foreground]]
-    box = smooth_l1(chosen - targets[foreground], sigma).sum() / count
+    box = smooth_l1(chosen, targets[foreground], sigma).sum() / count
     return classification, box
