@@ -15,15 +15,12 @@ import yaml
 
 from pipeline.artifacts.prepared import PreparedDataset
 from pipeline.artifacts.store import open_artifact
+from pipeline.layout import STAGES
 from tests.conftest import REPO, TINY, with_changes
 
 pytestmark = pytest.mark.slow
 
-PIPELINE = [
-    "generate", "prepare", "anchor_targets", "step1_rpn", "step1_proposals",
-    "step1_proposal_targets", "step2_fast_rcnn", "step3_features", "step3_rpn", "step3_proposals",
-    "step4_proposal_targets", "step4_fast_rcnn", "export", "evaluate",
-]  # fmt: skip
+PIPELINE = [stage.name for stage in STAGES]
 PROJECT_FILES = [
     "pipeline", "stages", "dvc.yaml", "params.yaml", ".dvc/config", ".dvcignore", ".gitignore",
 ]  # fmt: skip

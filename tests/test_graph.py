@@ -1,0 +1,121 @@
+"""The graph reruns exactly what a change touches, for code as for params, with the real
+`dvc` on the tiny profile in a throw-away copy of the repository."""
+
+import json
+
+import pytest
+import yaml
+
+from pipeline.layout import STAGES
+from tests.test_end_to_end import dvc, dvc_killed_once, make_project, stages_run
+
+pytestmark = pytest.mark.slow
+
+TRAINING = {"step1_rpn", "step2_fast_rcnn", "step3_rpn", "step4_fast_rcnn"}
+ALL = [stage.name for stage in STAGES]
+
+
+def changed(root) -> set[str]:
+    """Stages `dvc status` reports as changed (their own deps, not what follows them)."""
+    return set(json.loads(dvc(root, "status", "--json")))
+
+
+def appended(path, line: str = "\n# edited\n") -> bytes:
+    before = path.read_bytes()
+    path.write_bytes(before + line.encode())
+    return before
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = make_project(tmp_path_factory.mktemp("graph") / "project")
+    dvc(root, "repro")
+    assert changed(root) == set()
+    return root
+
+
+def test_an_edit_to_the_step_4_stage_file_reruns_step_4_and_what_follows(built):
+    appended(built / "stages" / "step4_fast_rcnn.py")
+    assert changed(built) == {"step4_fast_rcnn"}
+    assert stages_run(dvc(built, "repro")) == ["step4_fast_rcnn", "export", "evaluate"]
+    assert changed(built) == set()
+
+
+def test_an_edit_to_the_artifact_store_dirties_every_stage_that_reads_or_writes_through_it(built):
+    path = built / "pipeline" / "artifacts" / "store.py"
+    before = appended(path)
+    try:
+        assert changed(built) == set(ALL) - {"generate"}
+    finally:
+        path.write_bytes(before)
+    assert changed(built) == set()
+
+
+def test_an_edit_to_the_rpn_head_dirties_the_stages_that_build_it(built):
+    path = built / "pipeline" / "model" / "rpn.py"
+    before = appended(path)
+    try:
+        assert changed(built) == {
+            "step1_rpn",
+            "step1_proposals",
+            "step1_test_proposals",
+            "step3_rpn",
+            "step3_proposals",
+            "step3_test_proposals",
+            "export",
+            "evaluate",
+        }
+    finally:
+        path.write_bytes(before)
+
+
+def test_checkpoint_and_log_frequency_dirty_nothing(built):
+    path = built / "params.yaml"
+    before = path.read_bytes()
+    params = yaml.safe_load(before)
+    params["train"]["checkpoint_every"] += 1
+    params["train"]["log_every"] += 1
+    path.write_text(yaml.safe_dump(params))
+    try:
+        assert changed(built) == set()
+    finally:
+        path.write_bytes(before)
+
+
+def test_exp_run_of_a_test_time_param_runs_no_training_stage(built):
+    output = dvc(built, "exp", "run", "-S", "proposals.test_post_nms=20")
+    ran = stages_run(output)
+    assert ran == ["step1_test_proposals", "step3_test_proposals", "export", "evaluate"], ran
+    assert not TRAINING & set(ran)
+
+
+def test_exp_run_set_accepts_every_kind_of_value_params_yaml_holds(built):
+    """DVC rewrites params.yaml when it applies -S (quotes go): every value must survive."""
+    output = dvc(
+        built,
+        "exp",
+        "run",
+        "-S", "detect.score_thresh=0.1",  # a number that changes: export and evaluate rerun
+        "-S", "train.amp=fp32",  # the amp mode
+        "-S", "data.classes=null",
+        "-S", "anchors.ratios=[0.5,1.0,2.0]",
+        "-S", "data.coco_annotations=annotations/{split}.json",
+        "-S", "backbone.name=small",
+        "-S", "augment.flip=true",
+    )  # fmt: skip
+    assert stages_run(output) == ["export", "evaluate"]
+    shown = json.loads(dvc(built, "exp", "show", "--json"))
+    text = json.dumps(shown)
+    assert "map_voc07" in text and "detect.score_thresh" in text
+
+
+def test_a_killed_stage_rerun_after_a_code_edit_starts_afresh(tmp_path):
+    root = make_project(tmp_path / "project")
+    progress = root / "data" / "step3" / "features.zarr.partial" / "progress"
+    dvc_killed_once(root, progress / "features.0")
+    assert (progress / "features.0").exists()
+    appended(root / "stages" / "step3_features.py")
+    output = dvc(root, "repro", "step3_features")
+    assert stages_run(output) == ["step3_features"]
+    assert "discarding work made from other params, inputs or code" in output
+    assert not (root / "data" / "step3" / "features.zarr.partial").exists()
