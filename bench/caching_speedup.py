@@ -25,10 +25,10 @@ from pipeline.artifacts.proposal_targets import ProposalTargets
 from pipeline.config import load_params
 from pipeline.data.records import TRAIN
 from pipeline.data.views import ViewSet, view_rows
+from pipeline.devices import resolve_device
 from pipeline.model.backbones import Backbone
 from pipeline.model.roi_head import build_head
 from pipeline.model.rpn import build_rpn
-from pipeline.runtime import resolve_device
 from pipeline.training.backbone_features import BackboneFeatures
 from pipeline.training.fast_rcnn_objective import FastRCNNLoss
 from pipeline.training.loop import batch_at

@@ -12,11 +12,11 @@ from pipeline.artifacts.store import Provenance
 from pipeline.config import Params, to_dict
 from pipeline.data.records import TRAIN
 from pipeline.data.views import ViewSet, split_views
+from pipeline.devices import resolve_device
 from pipeline.layout import PREPARE, STEP1_PROPOSALS, STEP1_RPN, Stage
 from pipeline.model.backbones import build_backbone
 from pipeline.model.rpn import build_rpn, view_proposals
 from pipeline.runner import stage_command
-from pipeline.runtime import resolve_device
 
 
 @torch.no_grad()

@@ -6,10 +6,10 @@ from pipeline.artifacts.prepared import PreparedDataset
 from pipeline.config import Params, to_dict
 from pipeline.data.records import TRAIN
 from pipeline.data.views import ViewSet
+from pipeline.devices import resolve_device
 from pipeline.layout import ANCHOR_TARGETS, PREPARE, STEP1_RPN
 from pipeline.model.rpn import build_rpn
 from pipeline.runner import stage_command
-from pipeline.runtime import resolve_device
 from pipeline.training.backbone_features import BackboneFeatures
 from pipeline.training.rpn_objective import RPNLoss
 from pipeline.training.train_and_save import initial_backbone, seeded_init, train_and_save

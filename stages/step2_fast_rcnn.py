@@ -7,10 +7,10 @@ from pipeline.artifacts.prepared import PreparedDataset
 from pipeline.artifacts.proposal_targets import ProposalTargets
 from pipeline.config import Params, to_dict
 from pipeline.data.views import ViewSet
+from pipeline.devices import resolve_device
 from pipeline.layout import PREPARE, STEP1_PROPOSAL_TARGETS, STEP2_FAST_RCNN
 from pipeline.model.roi_head import build_head
 from pipeline.runner import stage_command
-from pipeline.runtime import resolve_device
 from pipeline.training.backbone_features import BackboneFeatures
 from pipeline.training.fast_rcnn_objective import FastRCNNLoss
 from pipeline.training.train_and_save import initial_backbone, seeded_init, train_and_save

@@ -9,10 +9,10 @@ from pipeline.artifacts.prepared import PreparedDataset
 from pipeline.artifacts.store import Provenance
 from pipeline.config import Params, to_dict
 from pipeline.data.views import ViewSet, make_views
+from pipeline.devices import resolve_device
 from pipeline.layout import PREPARE, STEP2_FAST_RCNN, STEP3_FEATURES
 from pipeline.model.backbones import build_backbone
 from pipeline.runner import stage_command
-from pipeline.runtime import resolve_device
 
 
 def run(params: Params) -> dict:

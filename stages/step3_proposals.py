@@ -11,10 +11,10 @@ from pipeline.artifacts.store import Provenance
 from pipeline.config import Params, to_dict
 from pipeline.data.records import TRAIN
 from pipeline.data.views import ViewSet, split_views, view_rows
+from pipeline.devices import resolve_device
 from pipeline.layout import PREPARE, STEP3_FEATURES, STEP3_PROPOSALS, STEP3_RPN, Stage
 from pipeline.model.rpn import build_rpn, view_proposals
 from pipeline.runner import stage_command
-from pipeline.runtime import resolve_device
 
 
 @torch.no_grad()

@@ -11,6 +11,7 @@ from pipeline.artifacts.prepared import PreparedDataset
 from pipeline.artifacts.proposal_targets import ProposalTargets
 from pipeline.config import Params, to_dict
 from pipeline.data.views import view_rows
+from pipeline.devices import resolve_device
 from pipeline.layout import (
     PREPARE,
     STEP2_FAST_RCNN,
@@ -20,7 +21,6 @@ from pipeline.layout import (
 )
 from pipeline.model.roi_head import build_head
 from pipeline.runner import stage_command
-from pipeline.runtime import resolve_device
 from pipeline.training.fast_rcnn_objective import FastRCNNLoss
 from pipeline.training.train_and_save import train_and_save
 

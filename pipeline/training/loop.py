@@ -28,7 +28,7 @@ from tqdm import tqdm
 from pipeline.artifacts.model_files import atomic_save, safe_load
 from pipeline.config import StepParams, TrainParams
 from pipeline.errors import FrcnnError
-from pipeline.runtime import derived_seed
+from pipeline.seeds import derived_seed
 
 log = logging.getLogger(__name__)
 LossFn = Callable[[list[int], torch.Generator], dict[str, Tensor]]

@@ -15,7 +15,7 @@ from pipeline.artifacts.store import PARTIAL_SUFFIX, Provenance
 from pipeline.config import Params, to_dict
 from pipeline.layout import Stage, live_log
 from pipeline.model.backbones import Backbone, build_backbone
-from pipeline.runtime import derived_seed
+from pipeline.seeds import derived_seed
 from pipeline.training.loop import LossFn, TrainingRun, publish_log, train
 
 # How often a run checkpoints and logs changes none of its results, so neither is provenance.
