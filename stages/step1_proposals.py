@@ -7,9 +7,8 @@ import torch
 
 from pipeline.artifacts.model_files import load_model
 from pipeline.artifacts.prepared import PreparedDataset
-from pipeline.artifacts.proposals import split_params, write_proposals
-from pipeline.artifacts.store import Provenance
-from pipeline.config import Params, to_dict
+from pipeline.artifacts.proposals import write_split_proposals
+from pipeline.config import Params
 from pipeline.data.records import TRAIN
 from pipeline.data.views import ViewSet, split_views
 from pipeline.devices import resolve_device
@@ -40,20 +39,8 @@ def propose_split(params: Params, stage: Stage, split: int) -> dict:
             rpn, features, params.anchors, params.proposals, views.size(v), views.scale(v), train
         )
 
-    chosen = split_params(params.proposals, train)
-    provenance = Provenance.of_stage(
-        stage,
-        params={
-            "anchors": to_dict(params.anchors),
-            "proposals": chosen,
-            "augment": to_dict(params.augment),
-        },
-        inputs={STEP1_RPN.name: saved["fingerprint"], "prepared": prepared.fingerprint},
-    )
-    cap = int(chosen["train_post_nms" if train else "test_post_nms"])
-    return write_proposals(
-        stage.out, provenance, views.views, cap, params.store.shard_size, propose
-    )
+    inputs = {STEP1_RPN.name: saved["fingerprint"], "prepared": prepared.fingerprint}
+    return write_split_proposals(stage, params, views.views, train, inputs, propose)
 
 
 def run(params: Params) -> dict:

@@ -35,7 +35,7 @@ def run(params: Params) -> dict:
         views.of_split(TRAIN),
         params,
         sections={"backbone": to_dict(params.backbone), "rpn": to_dict(params.rpn)},
-        inputs={"anchor_targets": targets.fingerprint},
+        inputs={ANCHOR_TARGETS.name: targets.fingerprint},
         device=device,
     )
 

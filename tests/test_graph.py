@@ -6,6 +6,7 @@ import json
 import pytest
 import yaml
 
+from pipeline.config import load_params
 from pipeline.layout import STAGES
 from tests.test_end_to_end import dvc, dvc_killed_once, make_project, stages_run
 
@@ -99,11 +100,15 @@ def test_exp_run_set_accepts_every_kind_of_value_params_yaml_holds(built):
         "-S", "train.amp=fp32",  # the amp mode
         "-S", "data.classes=null",
         "-S", "anchors.ratios=[0.5,1.0,2.0]",
-        "-S", "data.coco_annotations=annotations/{split}.json",
+        "-S", "data.coco_annotations='annotations/{split}.json'",  # DVC's grammar: quote braces
         "-S", "backbone.name=small",
         "-S", "augment.flip=true",
     )  # fmt: skip
     assert stages_run(output) == ["export", "evaluate"]
+    written = load_params(built / "params.yaml")  # as DVC wrote it back
+    assert written.train.amp == "fp32" and written.data.classes is None
+    assert written.data.coco_annotations == "annotations/{split}.json"
+    assert written.detect.score_thresh == 0.1
     shown = json.loads(dvc(built, "exp", "show", "--json"))
     text = json.dumps(shown)
     assert "map_voc07" in text and "detect.score_thresh" in text

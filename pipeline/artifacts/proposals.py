@@ -19,7 +19,8 @@ import torch
 from torch import Tensor
 
 from pipeline.artifacts.store import ArtifactWriter, Provenance, open_artifact
-from pipeline.config import ProposalParams, to_dict
+from pipeline.config import Params, to_dict
+from pipeline.layout import Stage
 
 
 def pad_rows(values: np.ndarray, cap: int, dtype: type = np.float32) -> np.ndarray:
@@ -28,14 +29,33 @@ def pad_rows(values: np.ndarray, cap: int, dtype: type = np.float32) -> np.ndarr
     return out
 
 
-def split_params(params: ProposalParams, train: bool) -> dict[str, float]:
-    """The proposal params one split reads: the shared ones and its own top-N."""
+def write_split_proposals(
+    stage: Stage,
+    params: Params,
+    views: np.ndarray,
+    train: bool,
+    inputs: dict[str, str],
+    propose: Callable[[int], tuple[Tensor, Tensor]],
+) -> dict[str, float]:
+    """`stage`'s proposals of the train or the test `views`, with the provenance of the params
+    that split reads: the shared proposal params and its own top-N, never the other split's."""
     prefix = "train_" if train else "test_"
-    return {
+    chosen = {
         k: v
-        for k, v in to_dict(params).items()
+        for k, v in to_dict(params.proposals).items()
         if k.startswith(prefix) or not k.startswith(("train_", "test_"))
     }
+    provenance = Provenance.of_stage(
+        stage,
+        params={
+            "anchors": to_dict(params.anchors),
+            "proposals": chosen,
+            "augment": to_dict(params.augment),
+        },
+        inputs=inputs,
+    )
+    cap = int(chosen[f"{prefix}post_nms"])
+    return write_proposals(stage.out, provenance, views, cap, params.store.shard_size, propose)
 
 
 def write_proposals(

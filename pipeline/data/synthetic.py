@@ -247,7 +247,7 @@ def generate_synthetic(root: Path, params: SyntheticParams) -> dict[str, int]:
         (work / sub).mkdir(parents=True)
     total = params.num_trainval + params.num_test
     counts = {"images": total, "objects": 0, "difficult": 0}
-    for index in tqdm(range(total), desc="generate", unit="img", leave=False, disable=None):
+    for index in tqdm(range(total), desc="synthetic", unit="img", leave=False, disable=None):
         image_id = f"{index:06d}"
         pixels, objects = render_image(np.random.default_rng([params.seed, index]), params)
         Image.fromarray(pixels).save(work / "JPEGImages" / f"{image_id}.jpg", quality=JPEG_QUALITY)
