@@ -29,11 +29,10 @@ from pipeline.devices import resolve_device
 from pipeline.model.backbones import Backbone
 from pipeline.model.roi_head import build_head
 from pipeline.model.rpn import build_rpn
-from pipeline.training.backbone_features import BackboneFeatures
+from pipeline.training.backbone_features import BackboneFeatures, initial_backbone
 from pipeline.training.fast_rcnn_objective import FastRCNNLoss
 from pipeline.training.loop import batch_at
 from pipeline.training.rpn_objective import RPNLoss
-from pipeline.training.train_and_save import initial_backbone
 
 
 @click.command()

@@ -1,7 +1,8 @@
 """The project's own source files: which of them a stage imports, and a hash of those.
 
 A stage's code is its import closure within `pipeline/` and `stages/`, found by reading the
-`import` statements of each file (every one, at any depth, so a lazy import counts too), plus
+`import` statements of each file (every one, at any depth, so a lazy import counts too; only
+those under `if TYPE_CHECKING:` do not, as they never run), plus
 the `__init__.py` of every package on the way, which Python runs on import. dvc.yaml lists the
 closure as the stage's code deps, and provenance records its hash, so an artifact or checkpoint
 made by other code is never taken for this code's.
@@ -30,11 +31,24 @@ def module_file(module: str) -> Path | None:
     return None
 
 
+def _type_checking_only(tree: ast.Module) -> set[int]:
+    """Ids of the nodes under `if TYPE_CHECKING:`, which never run."""
+    skipped: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            skipped.update(id(n) for stmt in node.body for n in ast.walk(stmt))
+    return skipped
+
+
 def _imports(path: Path, module: str) -> set[str]:
     """Modules named by the import statements of one file (submodule candidates included)."""
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    tree = ast.parse(path.read_bytes(), filename=str(path))
+    skipped = _type_checking_only(tree)
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_bytes(), filename=str(path))):
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):

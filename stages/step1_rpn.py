@@ -10,9 +10,9 @@ from pipeline.devices import resolve_device
 from pipeline.layout import ANCHOR_TARGETS, PREPARE, STEP1_RPN
 from pipeline.model.rpn import build_rpn
 from pipeline.runner import stage_command
-from pipeline.training.backbone_features import BackboneFeatures
+from pipeline.training.backbone_features import BackboneFeatures, initial_backbone
 from pipeline.training.rpn_objective import RPNLoss
-from pipeline.training.train_and_save import initial_backbone, seeded_init, train_and_save
+from pipeline.training.train_and_save import seeded_init, train_and_save
 
 
 def run(params: Params) -> dict:

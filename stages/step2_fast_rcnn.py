@@ -11,9 +11,9 @@ from pipeline.devices import resolve_device
 from pipeline.layout import PREPARE, STEP1_PROPOSAL_TARGETS, STEP2_FAST_RCNN
 from pipeline.model.roi_head import build_head
 from pipeline.runner import stage_command
-from pipeline.training.backbone_features import BackboneFeatures
+from pipeline.training.backbone_features import BackboneFeatures, initial_backbone
 from pipeline.training.fast_rcnn_objective import FastRCNNLoss
-from pipeline.training.train_and_save import initial_backbone, seeded_init, train_and_save
+from pipeline.training.train_and_save import seeded_init, train_and_save
 
 
 def run(params: Params) -> dict:

@@ -172,3 +172,20 @@ def test_lazy_imports_inside_functions_count(tmp_path, monkeypatch):
         assert Path("pipeline/late.py") in import_closure("pipeline.early")
     finally:
         codebase.import_closure.cache_clear()
+
+
+def test_imports_for_type_checking_only_do_not_count(tmp_path, monkeypatch):
+    import pipeline.codebase as codebase
+
+    (tmp_path / "pipeline").mkdir()
+    (tmp_path / "pipeline" / "__init__.py").write_text("")
+    (tmp_path / "pipeline" / "hint.py").write_text("")
+    (tmp_path / "pipeline" / "user.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pipeline.hint import X\n"
+    )
+    monkeypatch.setattr(codebase, "ROOT", tmp_path)
+    codebase.import_closure.cache_clear()
+    try:
+        assert Path("pipeline/hint.py") not in import_closure("pipeline.user")
+    finally:
+        codebase.import_closure.cache_clear()

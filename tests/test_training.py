@@ -17,10 +17,9 @@ from pipeline.data.records import TRAIN
 from pipeline.data.views import ViewSet
 from pipeline.errors import ArtifactError
 from pipeline.model.rpn import build_rpn
-from pipeline.training.backbone_features import BackboneFeatures
+from pipeline.training.backbone_features import BackboneFeatures, initial_backbone
 from pipeline.training.loop import TrainingDiverged, TrainingRun, batch_at, lr_at, train
 from pipeline.training.rpn_objective import RPNLoss
-from pipeline.training.train_and_save import initial_backbone
 from tests.conftest import inside, stage_function, tiny_params
 
 CPU = torch.device("cpu")

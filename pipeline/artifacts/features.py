@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -22,7 +22,9 @@ from torch import Tensor
 from pipeline.artifacts.store import ArtifactWriter, Provenance, open_artifact
 from pipeline.data.views import ViewSet
 from pipeline.layout import STEP3_FEATURES
-from pipeline.model.backbones import Backbone
+
+if TYPE_CHECKING:  # steps 3 and 4 read the cache without any backbone code
+    from pipeline.model.backbones import Backbone
 
 
 @torch.no_grad()

@@ -1,13 +1,24 @@
-"""Features of steps 1 and 2: the backbone run on images, with grad when it trains. (Steps 3
-and 4 read them from the cache instead: `artifacts.features.CachedFeatures`, same interface.)"""
+"""The backbone of steps 1 and 2: where both start from, and the features it computes on
+images, with grad as it trains. (Steps 3 and 4 read features from the cache instead:
+`artifacts.features.CachedFeatures`, same interface.)"""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
+from pipeline.config import Params
 from pipeline.data.views import ViewSet, batch_images
-from pipeline.model.backbones import Backbone
+from pipeline.model.backbones import Backbone, build_backbone
+from pipeline.seeds import derived_seed
+
+
+def initial_backbone(params: Params) -> Backbone:
+    """Steps 1 and 2 both start from this one (the paper: from ImageNet, not from each other)."""
+    torch.manual_seed(derived_seed(params.train.seed, "initial_backbone"))
+    backbone = build_backbone(params.backbone)
+    backbone.freeze_below(params.backbone.freeze_below)
+    return backbone
 
 
 class BackboneFeatures:

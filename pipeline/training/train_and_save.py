@@ -1,5 +1,5 @@
-"""What the four training stages share: the initial backbone, seeded initialisation, and
-training a set of parts, then saving them as the stage's model file with its provenance."""
+"""What the four training stages share: seeded initialisation, and training a set of parts,
+then saving them as the stage's model file with its provenance."""
 
 from __future__ import annotations
 
@@ -14,20 +14,11 @@ from pipeline.artifacts.model_files import save_model
 from pipeline.artifacts.store import PARTIAL_SUFFIX, Provenance
 from pipeline.config import Params, to_dict
 from pipeline.layout import Stage, live_log
-from pipeline.model.backbones import Backbone, build_backbone
 from pipeline.seeds import derived_seed
 from pipeline.training.loop import LossFn, TrainingRun, publish_log, train
 
 # How often a run checkpoints and logs changes none of its results, so neither is provenance.
 NOT_PROVENANCE = {"checkpoint_every", "log_every"}
-
-
-def initial_backbone(params: Params) -> Backbone:
-    """Steps 1 and 2 both start from this one (the paper: from ImageNet, not from each other)."""
-    torch.manual_seed(derived_seed(params.train.seed, "initial_backbone"))
-    backbone = build_backbone(params.backbone)
-    backbone.freeze_below(params.backbone.freeze_below)
-    return backbone
 
 
 def seeded_init(params: Params, stage: Stage) -> None:
