@@ -43,7 +43,7 @@ SAMPLES = 6
 RECALL_TOP = 300
 
 
-def test_truths(prepared: PreparedDataset, images: np.ndarray) -> list[ImageTruth]:
+def ground_truth_of(prepared: PreparedDataset, images: np.ndarray) -> list[ImageTruth]:
     """Ground truth of the test images in original pixels."""
     return [
         ImageTruth(
@@ -77,7 +77,7 @@ def evaluate(prepared_path: Path, model_path: Path, proposals: dict[str, Stage],
     to a test-proposal artifact whose recall to report."""
     prepared = PreparedDataset(prepared_path)
     images = np.nonzero(prepared.split == TEST)[0]
-    truths = test_truths(prepared, images)
+    truths = ground_truth_of(prepared, images)
     found = detect_prepared(model_path, prepared, images)
     metrics, curves = voc_metrics(truths, found, prepared.classes)
     sizes = [tuple(int(v) for v in prepared.group["original_sizes"][i]) for i in images]
