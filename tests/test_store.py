@@ -1,5 +1,8 @@
 """The artifact contract: atomic commit, shard-level resume, refusal of stale or partial work."""
 
+import dataclasses
+import logging
+
 import numpy as np
 import pytest
 
@@ -10,7 +13,9 @@ from pipeline.artifacts.store import (
     open_artifact,
     ragged_rows,
 )
+from pipeline.codebase import code_fingerprint
 from pipeline.errors import ArtifactError
+from pipeline.layout import PREPARE
 
 PROVENANCE = Provenance("demo", params={"demo": {"k": 1}}, inputs={"upstream": "abc"})
 
@@ -102,6 +107,26 @@ def test_foreign_folders_are_refused(tmp_path):
     (tmp_path / "junk").mkdir()
     with pytest.raises(ArtifactError, match="not a Zarr group written by this pipeline"):
         open_artifact(tmp_path / "junk", "demo")
+
+
+def test_leftovers_from_other_code_are_discarded_with_a_notice(tmp_path, caplog):
+    out = tmp_path / "demo.zarr"
+    with pytest.raises(KeyboardInterrupt):
+        write_demo(out, make_item=interrupted_at(5, []))
+    edited = dataclasses.replace(PROVENANCE, code="another")
+    made: list[int] = []
+    with caplog.at_level(logging.INFO):
+        writer = write_demo(out, provenance=edited, make_item=interrupted_at(-1, made))
+    assert not writer.resumed
+    assert made == list(range(10))
+    assert "discarding unfinished work made from other params, inputs or code" in caplog.text
+
+
+def test_stage_provenance_records_the_hash_of_the_stage_code():
+    provenance = Provenance.of_stage(PREPARE, params={}, inputs={})
+    assert provenance.code == code_fingerprint("stages.prepare")
+    assert provenance.attrs()["code"] == provenance.code
+    assert dataclasses.replace(provenance, code="x").fingerprint != provenance.fingerprint
 
 
 def test_fingerprint_changes_with_params_and_inputs_only():

@@ -1,6 +1,7 @@
 """The shared training loop: it learns, it is deterministic, it resumes exactly, it stops on NaN."""
 
 import dataclasses
+import logging
 import os
 import signal
 from pathlib import Path
@@ -103,6 +104,26 @@ def test_an_interrupted_run_resumes_to_the_same_weights(tiny_data, tmp_path):
     history = train(resumed, CPU)
     assert_same_state(state_of(resumed.module), state_of(reference.module))
     assert [row["iteration"] for row in history] == [2, 4, 6, 8, 10, 12]
+
+
+def test_a_checkpoint_of_other_code_is_discarded_and_training_starts_over(
+    tiny_data, tmp_path, caplog
+):
+    root, p = tiny_data
+    first = rpn_run(root, p, tmp_path / "work", iterations=6)
+    train(first, CPU)
+    assert (tmp_path / "work" / "checkpoint.pt").exists()
+    calls = {"n": 0}
+    edited = rpn_run(root, p, tmp_path / "work", iterations=6)
+
+    def counted(batch, generator):
+        calls["n"] += 1
+        return edited.loss_fn(batch, generator)
+
+    with caplog.at_level(logging.INFO):
+        train(dataclasses.replace(edited, loss_fn=counted, fingerprint="other code"), CPU)
+    assert calls["n"] == 6  # all six iterations again, none resumed
+    assert "discarding a checkpoint made from other params, inputs or code" in caplog.text
 
 
 def test_a_nan_loss_stops_with_the_term_and_keeps_the_last_checkpoint(tiny_data, tmp_path):
