@@ -91,6 +91,22 @@ def corrupt_checkpoint(root: Path) -> None:
     (work / "checkpoint.pt").write_bytes(b"PK\x03\x04 this is no checkpoint")
 
 
+def damaged_input(damage: Callable[[Path], None]) -> Callable[[Path], None]:
+    """Build the data stages, then damage one shard file of the anchor targets."""
+
+    def apply(root: Path) -> None:
+        prepared_project(root)
+        damage(root / "data" / "anchor_targets.zarr")
+
+    return apply
+
+
+def flip_bytes(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[20:24] = bytes(b ^ 0xFF for b in data[20:24])
+    path.write_bytes(bytes(data))
+
+
 def occupy(path: str) -> Callable[[Path], None]:
     """Put a file where the stage needs a folder: the output cannot be written."""
 
@@ -173,6 +189,14 @@ CASES = [
          "step1_rpn", layout.STEP1_RPN.out),
     Case("unwritable output folder", occupy("data/prepared.zarr.partial"),
          "data/prepared.zarr.partial", "prepare", layout.PREPARE.out),
+    Case("input artifact with a shard deleted",
+         damaged_input(lambda a: (a / "labels/c/0/0/0/0").unlink()),
+         "data/anchor_targets.zarr: array 'labels', shard c/0/0/0/0 is missing; run `dvc checkout",
+         "step1_rpn", layout.STEP1_RPN.out),
+    Case("input artifact with bytes flipped inside a shard",
+         damaged_input(lambda a: flip_bytes(a / "deltas/c/0/0/0/0/0")),
+         "data/anchor_targets.zarr: array 'deltas' is damaged at", "step1_rpn",
+         layout.STEP1_RPN.out),
     Case("stale input artifact",
          lambda r: (prepared_project(r), set_params(r, {"anchors": {"scales": [2, 4]}})),
          "data/anchor_targets.zarr: stale, params.anchors is", "step1_rpn", layout.STEP1_RPN.out),

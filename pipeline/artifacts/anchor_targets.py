@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import zarr
 
+from pipeline.artifacts.integrity import CheckedArray
 from pipeline.artifacts.store import ArtifactWriter, Provenance, iter_blocks, open_artifact
 from pipeline.config import AnchorParams, AnchorTargetParams, AugmentParams, to_dict
 from pipeline.data.views import ViewSet
@@ -90,9 +91,9 @@ class AnchorTargets:
         self.group = open_artifact(path, ANCHOR_TARGETS.name, expect)
         self.fingerprint: str = self.group.attrs["fingerprint"]
         self.views: np.ndarray = self.group["views"][...]
-        self.anchors: zarr.Array = self.group["anchors"]
-        self.labels: zarr.Array = self.group["labels"]
-        self.deltas: zarr.Array = self.group["deltas"]
+        self.anchors: CheckedArray = self.group["anchors"]
+        self.labels: CheckedArray = self.group["labels"]
+        self.deltas: CheckedArray = self.group["deltas"]
 
     @classmethod
     def matching(

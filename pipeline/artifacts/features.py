@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-import zarr
 from torch import Tensor
 
+from pipeline.artifacts.integrity import CheckedArray
 from pipeline.artifacts.store import ArtifactWriter, Provenance, open_artifact
 from pipeline.data.views import ViewSet
 from pipeline.layout import STEP3_FEATURES
@@ -71,7 +71,7 @@ class Features:
         self.fingerprint: str = self.group.attrs["fingerprint"]
         self.inputs: dict[str, str] = self.group.attrs["inputs"]
         self.views: np.ndarray = self.group["views"][...]
-        self.features: zarr.Array = self.group["features"]
+        self.features: CheckedArray = self.group["features"]
         self.sizes: np.ndarray = self.group["feature_sizes"][...]
 
     @property

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import zarr
 
+from pipeline.artifacts.integrity import CheckedArray
 from pipeline.artifacts.store import (
     ArtifactWriter,
     Provenance,
@@ -110,7 +110,7 @@ class PreparedDataset:
         return len(self.image_ids)
 
     @property
-    def images(self) -> zarr.Array:
+    def images(self) -> CheckedArray:
         return self.group["images"]
 
     def boxes(self, i: int) -> torch.Tensor:

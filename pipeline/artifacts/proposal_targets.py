@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import zarr
 from torch import Tensor
 
 from pipeline.artifacts.proposals import Proposals, pad_rows
@@ -68,7 +67,7 @@ class ProposalTargets:
     """Read access to a proposal-target artifact of `stage`, refused if stale."""
 
     def __init__(self, path: str | Path, stage: str, expect: dict | None = None) -> None:
-        self.group: zarr.Group = open_artifact(path, stage, expect)
+        self.group = open_artifact(path, stage, expect)
         self.fingerprint: str = self.group.attrs["fingerprint"]
         self.views: np.ndarray = self.group["views"][...]
         self.count = self.group["count"][...]

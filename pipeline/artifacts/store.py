@@ -23,17 +23,21 @@ from typing import Any
 import numpy as np
 import zarr
 from tqdm import tqdm
-from zarr.codecs import ZstdCodec
+from zarr.codecs import Crc32cCodec, ZstdCodec
 
 from pipeline import __version__
+from pipeline.artifacts.integrity import CheckedGroup, check_present, manifest_of, verify
 from pipeline.codebase import code_fingerprint
 from pipeline.errors import ArtifactError
 from pipeline.layout import Stage
 
 log = logging.getLogger(__name__)
-FORMAT_VERSION = 2  # 2: provenance records the code hash; proposals split train and test
+# 2: provenance records the code hash, every chunk a CRC32C, the group a manifest of its files;
+#    proposals split into train and test artifacts.
+FORMAT_VERSION = 2
 PARTIAL_SUFFIX = ".partial"
-COMPRESSOR = ZstdCodec(level=3)
+# The checksum is outermost, so zarr checks it before it decompresses a chunk.
+COMPRESSORS = (ZstdCodec(level=3), Crc32cCodec())
 
 
 @dataclass(frozen=True)
@@ -147,7 +151,7 @@ class ArtifactWriter:
             shards=shards,
             dtype=dtype,
             fill_value=fill_value,
-            compressors=COMPRESSOR,
+            compressors=COMPRESSORS,
         )
         array.attrs.update(dict(attrs))
         return array
@@ -190,8 +194,10 @@ class ArtifactWriter:
         self._progress_file(array, shard).touch()
 
     def commit(self, summary: Mapping[str, Any] = ()) -> Path:
-        """Mark the artifact complete and move it to its real name (replacing an old one)."""
-        self.group.attrs.update({**dict(summary), "complete": True})
+        """Record what was written, mark the artifact complete and move it to its real name
+        (replacing an old one)."""
+        manifest = manifest_of(self.group_dir)
+        self.group.attrs.update({**dict(summary), "manifest": manifest, "complete": True})
         if self.path.exists():
             shutil.rmtree(self.path)
         self.group_dir.rename(self.path)
@@ -201,8 +207,8 @@ class ArtifactWriter:
 
 def open_artifact(
     path: str | Path, stage: str, expect: Mapping[str, Any] | None = None
-) -> zarr.Group:
-    """Open a finished artifact made by `stage`, refusing anything stale or incomplete.
+) -> CheckedGroup:
+    """Open a finished artifact made by `stage`, refusing anything stale, incomplete or damaged.
 
     `expect` maps dotted attribute keys (e.g. "params.anchors") to the values this reader needs.
     """
@@ -224,8 +230,23 @@ def open_artifact(
         raise ArtifactError(f"{path}: made by stage {attrs.get('stage')!r}, expected {stage!r}")
     if attrs.get("complete") is not True:
         raise ArtifactError(f"{path}: incomplete (its stage did not finish); {fix}")
+    restore = f"run `dvc checkout {path}` or `dvc repro -f {stage}`"
+    check_present(path, attrs.get("manifest", {}), restore)
     check_expected(path, attrs, expect, fix)
-    return group
+    return CheckedGroup(group, path, restore)
+
+
+def verify_artifact(path: str | Path) -> tuple[int, list[str]]:
+    """The number of data files of a finished artifact, and every one of them that is missing,
+    damaged (hashed against the manifest its commit recorded) or not written by its stage."""
+    path = Path(path)
+    try:
+        attrs = zarr.open_group(path, mode="r").attrs.asdict()
+    except (FileNotFoundError, ValueError, KeyError, json.JSONDecodeError):
+        raise ArtifactError(f"{path}: not a Zarr group written by this pipeline") from None
+    if attrs.get("complete") is not True or "manifest" not in attrs:
+        raise ArtifactError(f"{path}: not a finished artifact (no manifest of its files)")
+    return len(attrs["manifest"]), verify(path, attrs["manifest"])
 
 
 def check_expected(

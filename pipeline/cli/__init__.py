@@ -1,1 +1,1 @@
-"""The `frcnn` command: inspect, show, detect and deps."""
+"""The `frcnn` command: inspect, verify, show, detect and deps."""

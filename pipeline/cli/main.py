@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from pipeline.artifacts.exported_model import load_detector
+from pipeline.artifacts.store import verify_artifact
 from pipeline.cli.deps import deps_problems, format_deps, rewrite_code_deps
 from pipeline.cli.detect_images import detect_file, draw_results
 from pipeline.cli.inspect_artifact import describe_artifact, format_description
@@ -43,6 +44,29 @@ def inspect(ctx: click.Context, path: str, as_json: bool, limit: int, all_items:
     limit_or_all = None if all_items else limit
     summary = report_errors(ctx.obj["debug"], lambda: describe_artifact(path, limit_or_all))
     click.echo(json.dumps(summary, indent=2) if as_json else format_description(summary))
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.pass_context
+def verify(ctx: click.Context, paths: tuple[Path, ...]) -> None:
+    """Check every file of the artifacts at PATHS against what their stage wrote."""
+    damaged = 0
+    for path in paths:
+        files, problems = report_errors(ctx.obj["debug"], lambda p=path: verify_artifact(p))
+        for problem in problems:
+            click.echo(f"error: {path}: {problem}", err=True)
+        if problems:
+            damaged += 1
+        else:
+            click.echo(f"{path}: {files} files intact")
+    if damaged:
+        click.echo(
+            f"error: {damaged} of {len(paths)} artifacts damaged; restore them with "
+            "`dvc checkout` or rebuild them with `dvc repro -f <stage>`",
+            err=True,
+        )
+        sys.exit(1)
 
 
 @main.command()
