@@ -5,9 +5,8 @@ from pipeline.artifacts.exported_model import save_detector
 from pipeline.artifacts.features import Features
 from pipeline.artifacts.model_files import load_model
 from pipeline.artifacts.prepared import PreparedDataset
-from pipeline.artifacts.store import Provenance
+from pipeline.artifacts.store import Provenance, expect_params
 from pipeline.config import Params, to_dict
-from pipeline.errors import ArtifactError
 from pipeline.layout import (
     EXPORT,
     PREPARE,
@@ -22,13 +21,20 @@ from pipeline.runner import stage_command
 
 def run(params: Params) -> None:
     """Put the step-2 backbone, step-3 RPN and step-4 head into one detector."""
-    prepared = PreparedDataset(PREPARE.out)
-    detector = load_model(STEP2_FAST_RCNN.out, STEP2_FAST_RCNN.name)
-    rpn = load_model(STEP3_RPN.out, STEP3_RPN.name)
-    head = load_model(STEP4_FAST_RCNN.out, STEP4_FAST_RCNN.name)
-    cache = Features(STEP3_FEATURES.out, expect={"params.augment": to_dict(params.augment)})
-    if cache.inputs[STEP2_FAST_RCNN.name] != detector["fingerprint"]:
-        raise ArtifactError(f"{cache.path}: made from another step-2 backbone; run `dvc repro`")
+    # Every part must have been made with the params the detector's config will record.
+    prepared = PreparedDataset(PREPARE.out, expect_params(params, "data.min_size", "data.max_size"))
+    detector = load_model(
+        STEP2_FAST_RCNN.out, STEP2_FAST_RCNN.name, expect_params(params, "backbone", "roi")
+    )
+    rpn = load_model(STEP3_RPN.out, STEP3_RPN.name, expect_params(params, "rpn", "anchors"))
+    head = load_model(STEP4_FAST_RCNN.out, STEP4_FAST_RCNN.name, expect_params(params, "roi"))
+    Features(  # the RPN and head were trained on this backbone's features, not another's
+        STEP3_FEATURES.out,
+        expect={
+            **expect_params(params, "augment"),
+            f"inputs.{STEP2_FAST_RCNN.name}": detector["fingerprint"],
+        },
+    )
     config = DetectorConfig(
         backbone=params.backbone,
         anchors=params.anchors,

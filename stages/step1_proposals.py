@@ -8,6 +8,7 @@ import torch
 from pipeline.artifacts.model_files import load_model
 from pipeline.artifacts.prepared import PreparedDataset
 from pipeline.artifacts.proposals import write_split_proposals
+from pipeline.artifacts.store import expect_params
 from pipeline.config import Params
 from pipeline.data.records import TRAIN
 from pipeline.data.views import ViewSet, split_views
@@ -23,7 +24,9 @@ def propose_split(params: Params, stage: Stage, split: int) -> dict:
     """Proposals of the views of `split` from the step-1 backbone and RPN, written by `stage`."""
     device = resolve_device(params.train.device)
     prepared = PreparedDataset(PREPARE.out)
-    saved = load_model(STEP1_RPN.out, STEP1_RPN.name)
+    saved = load_model(
+        STEP1_RPN.out, STEP1_RPN.name, expect_params(params, "backbone", "rpn", "anchors")
+    )
     backbone = build_backbone(dataclasses.replace(params.backbone, weights=None))
     backbone.load_state_dict(saved["parts"]["backbone"])
     rpn = build_rpn(params.anchors, params.rpn, backbone.out_channels)

@@ -3,6 +3,7 @@ step 1 of the four-step alternating training)."""
 
 from pipeline.artifacts.anchor_targets import AnchorTargets
 from pipeline.artifacts.prepared import PreparedDataset
+from pipeline.artifacts.store import expect_params
 from pipeline.config import Params, to_dict
 from pipeline.data.records import TRAIN
 from pipeline.data.views import ViewSet
@@ -19,8 +20,12 @@ def run(params: Params) -> dict:
     """Step 1: train the RPN and the backbone from the initial weights."""
     device = resolve_device(params.train.device)
     prepared = PreparedDataset(PREPARE.out)
-    targets = AnchorTargets.matching(
-        ANCHOR_TARGETS.out, prepared.fingerprint, params.anchors, params.augment
+    targets = AnchorTargets(
+        ANCHOR_TARGETS.out,
+        expect={
+            **expect_params(params, "anchors", "augment"),
+            "inputs.prepared": prepared.fingerprint,
+        },
     )
     views = ViewSet(prepared, targets.views)
     backbone = initial_backbone(params)
@@ -34,7 +39,11 @@ def run(params: Params) -> dict:
         RPNLoss(rpn, features, targets, params.rpn),
         views.of_split(TRAIN),
         params,
-        sections={"backbone": to_dict(params.backbone), "rpn": to_dict(params.rpn)},
+        sections={
+            "backbone": to_dict(params.backbone),
+            "rpn": to_dict(params.rpn),
+            "anchors": to_dict(params.anchors),
+        },
         inputs={ANCHOR_TARGETS.name: targets.fingerprint},
         device=device,
     )

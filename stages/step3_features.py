@@ -6,7 +6,7 @@ import dataclasses
 from pipeline.artifacts.features import write_features
 from pipeline.artifacts.model_files import load_model
 from pipeline.artifacts.prepared import PreparedDataset
-from pipeline.artifacts.store import Provenance
+from pipeline.artifacts.store import Provenance, expect_params
 from pipeline.config import Params, to_dict
 from pipeline.data.views import ViewSet, make_views
 from pipeline.devices import resolve_device
@@ -19,7 +19,7 @@ def run(params: Params) -> dict:
     """Step 3: cache the features of the step-2 backbone, frozen from here on."""
     device = resolve_device(params.train.device)
     prepared = PreparedDataset(PREPARE.out)
-    saved = load_model(STEP2_FAST_RCNN.out, STEP2_FAST_RCNN.name)
+    saved = load_model(STEP2_FAST_RCNN.out, STEP2_FAST_RCNN.name, expect_params(params, "backbone"))
     backbone = build_backbone(dataclasses.replace(params.backbone, weights=None))
     backbone.load_state_dict(saved["parts"]["backbone"])
     views = ViewSet(prepared, make_views(prepared.split, params.augment.flip))

@@ -7,7 +7,8 @@ from pipeline.artifacts.features import CachedFeatures, Features
 from pipeline.artifacts.model_files import load_model
 from pipeline.artifacts.prepared import PreparedDataset
 from pipeline.artifacts.proposals import write_split_proposals
-from pipeline.config import Params, to_dict
+from pipeline.artifacts.store import expect_params
+from pipeline.config import Params
 from pipeline.data.records import TRAIN
 from pipeline.data.views import ViewSet, split_views, view_rows
 from pipeline.devices import resolve_device
@@ -21,8 +22,11 @@ def propose_split(params: Params, stage: Stage, split: int) -> dict:
     """Proposals of the views of `split` from the step-3 RPN on the cache, written by `stage`."""
     device = resolve_device(params.train.device)
     prepared = PreparedDataset(PREPARE.out)
-    cache = Features(STEP3_FEATURES.out, expect={"params.augment": to_dict(params.augment)})
-    saved = load_model(STEP3_RPN.out, STEP3_RPN.name)
+    cache = Features(
+        STEP3_FEATURES.out,
+        expect={**expect_params(params, "augment"), "inputs.prepared": prepared.fingerprint},
+    )
+    saved = load_model(STEP3_RPN.out, STEP3_RPN.name, expect_params(params, "rpn", "anchors"))
     rpn = build_rpn(params.anchors, params.rpn, cache.channels)
     rpn.load_state_dict(saved["parts"]["rpn"])
     rpn.eval().to(device)

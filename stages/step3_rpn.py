@@ -6,6 +6,7 @@ import numpy as np
 from pipeline.artifacts.anchor_targets import AnchorTargets
 from pipeline.artifacts.features import CachedFeatures, Features
 from pipeline.artifacts.prepared import PreparedDataset
+from pipeline.artifacts.store import expect_params
 from pipeline.config import Params, to_dict
 from pipeline.data.records import TRAIN
 from pipeline.data.views import ViewSet
@@ -22,9 +23,16 @@ def run(params: Params) -> dict:
     """Step 3: train only the RPN-specific layers, from the cached features."""
     device = resolve_device(params.train.device)
     prepared = PreparedDataset(PREPARE.out)
-    cache = Features(STEP3_FEATURES.out, expect={"params.augment": to_dict(params.augment)})
-    targets = AnchorTargets.matching(
-        ANCHOR_TARGETS.out, prepared.fingerprint, params.anchors, params.augment
+    cache = Features(
+        STEP3_FEATURES.out,
+        expect={**expect_params(params, "augment"), "inputs.prepared": prepared.fingerprint},
+    )
+    targets = AnchorTargets(
+        ANCHOR_TARGETS.out,
+        expect={
+            **expect_params(params, "anchors", "augment"),
+            "inputs.prepared": prepared.fingerprint,
+        },
     )
     if not np.array_equal(targets.views, cache.views):
         raise ArtifactError(
@@ -40,7 +48,7 @@ def run(params: Params) -> dict:
         RPNLoss(rpn, CachedFeatures(cache, device), targets, params.rpn),
         views.of_split(TRAIN),
         params,
-        sections={"rpn": to_dict(params.rpn)},
+        sections={"rpn": to_dict(params.rpn), "anchors": to_dict(params.anchors)},
         inputs={STEP3_FEATURES.name: cache.fingerprint, ANCHOR_TARGETS.name: targets.fingerprint},
         device=device,
     )

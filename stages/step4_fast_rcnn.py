@@ -9,6 +9,7 @@ from pipeline.artifacts.features import CachedFeatures, Features
 from pipeline.artifacts.model_files import load_model
 from pipeline.artifacts.prepared import PreparedDataset
 from pipeline.artifacts.proposal_targets import ProposalTargets
+from pipeline.artifacts.store import expect_params
 from pipeline.config import Params, to_dict
 from pipeline.data.views import view_rows
 from pipeline.devices import resolve_device
@@ -29,10 +30,21 @@ def run(params: Params) -> dict:
     """Step 4: train only the Fast R-CNN-specific layers, from the cached features."""
     device = resolve_device(params.train.device)
     prepared = PreparedDataset(PREPARE.out)
-    cache = Features(STEP3_FEATURES.out, expect={"params.augment": to_dict(params.augment)})
-    targets = ProposalTargets(STEP4_PROPOSAL_TARGETS.out, STEP4_PROPOSAL_TARGETS.name)
+    detector = load_model(STEP2_FAST_RCNN.out, STEP2_FAST_RCNN.name, expect_params(params, "roi"))
+    cache = Features(
+        STEP3_FEATURES.out,
+        expect={
+            **expect_params(params, "augment"),
+            "inputs.prepared": prepared.fingerprint,
+            f"inputs.{STEP2_FAST_RCNN.name}": detector["fingerprint"],
+        },
+    )
+    targets = ProposalTargets(
+        STEP4_PROPOSAL_TARGETS.out,
+        STEP4_PROPOSAL_TARGETS.name,
+        expect={"inputs.prepared": prepared.fingerprint},
+    )
     rows = view_rows(targets.views, cache.views, str(cache.path))
-    detector = load_model(STEP2_FAST_RCNN.out, STEP2_FAST_RCNN.name)
     head = build_head(
         dataclasses.replace(params.backbone, weights=None),
         params.roi,

@@ -1,7 +1,9 @@
 """The four-step pipeline run in-process on the tiny profile: caching is exact, steps 3 and 4
 never touch the backbone, and every stage is deterministic."""
 
+import dataclasses
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -19,6 +21,7 @@ from pipeline.cli.main import main
 from pipeline.data.records import TEST
 from pipeline.data.synthetic import SYNTHETIC_CLASSES
 from pipeline.data.views import ViewSet, view_rows
+from pipeline.errors import ArtifactError
 from pipeline.evaluation.drawing import GT
 from pipeline.model import backbones
 from pipeline.model.roi_head import build_head, rois_with_batch_index
@@ -182,3 +185,28 @@ def test_detect_on_files_agrees_with_the_evaluation_and_skips_bad_images(tiny_pi
         np.testing.assert_allclose(a["bbox"], b["bbox"], atol=0.05)
     drawn = np.asarray(Image.open(tmp_path / "drawn" / f"{name}.png"))
     assert drawn.shape[:2] == tuple(prepared.group["original_sizes"][test_image])
+
+
+def test_export_refuses_parts_made_with_other_params(tiny_pipeline):
+    root, p = tiny_pipeline
+    other_roi = dataclasses.replace(p, roi=dataclasses.replace(p.roi, pool="roi_align"))
+    other_anchors = dataclasses.replace(
+        p, anchors=dataclasses.replace(p.anchors, scales=(2.0, 4.0, 8.0))
+    )
+    with inside(root):
+        with pytest.raises(ArtifactError, match=r"data/step2/detector.pt: stale, params.roi is"):
+            stage_function("export")(other_roi)
+        with pytest.raises(ArtifactError, match=r"data/step3/rpn.pt: stale, params.anchors is"):
+            stage_function("export")(other_anchors)
+
+
+def test_step_3_refuses_features_made_from_another_dataset(tiny_pipeline, tmp_path):
+    root, p = tiny_pipeline
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)
+    metadata = copy / layout.STEP3_FEATURES.out / "zarr.json"
+    document = json.loads(metadata.read_text())
+    document["attributes"]["inputs"]["prepared"] = "another dataset"
+    metadata.write_text(json.dumps(document))
+    with inside(copy), pytest.raises(ArtifactError, match=r"stale, inputs.prepared is"):
+        stage_function("step3_rpn")(p)

@@ -22,7 +22,7 @@ import zarr
 
 from pipeline.artifacts.integrity import CheckedArray
 from pipeline.artifacts.store import ArtifactWriter, Provenance, iter_blocks, open_artifact
-from pipeline.config import AnchorParams, AnchorTargetParams, AugmentParams, to_dict
+from pipeline.config import AnchorParams, AnchorTargetParams
 from pipeline.data.views import ViewSet
 from pipeline.errors import ParamError
 from pipeline.layout import ANCHOR_TARGETS
@@ -94,15 +94,3 @@ class AnchorTargets:
         self.anchors: CheckedArray = self.group["anchors"]
         self.labels: CheckedArray = self.group["labels"]
         self.deltas: CheckedArray = self.group["deltas"]
-
-    @classmethod
-    def matching(
-        cls, path: str | Path, prepared: str, anchors: AnchorParams, augment: AugmentParams
-    ) -> AnchorTargets:
-        """The artifact, refused unless made from the `prepared` fingerprint and these params."""
-        expect = {
-            "inputs.prepared": prepared,
-            "params.anchors": to_dict(anchors),
-            "params.augment": to_dict(augment),
-        }
-        return cls(path, expect)

@@ -16,7 +16,7 @@ import logging
 import math
 import shutil
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from zarr.codecs import Crc32cCodec, ZstdCodec
 from pipeline import __version__
 from pipeline.artifacts.integrity import CheckedGroup, check_present, manifest_of, verify
 from pipeline.codebase import code_fingerprint
+from pipeline.config import Params, to_dict
 from pipeline.errors import ArtifactError
 from pipeline.layout import Stage
 
@@ -247,6 +248,22 @@ def verify_artifact(path: str | Path) -> tuple[int, list[str]]:
     if attrs.get("complete") is not True or "manifest" not in attrs:
         raise ArtifactError(f"{path}: not a finished artifact (no manifest of its files)")
     return len(attrs["manifest"]), verify(path, attrs["manifest"])
+
+
+def expect_params(params: Params, *keys: str) -> dict[str, Any]:
+    """What an input's provenance must record for these params keys ("rpn", "data.min_size")
+    to be what this run would make: the `expect` of a reader."""
+    expected = {}
+    for key in keys:
+        value: Any = params
+        for part in key.split("."):
+            value = getattr(value, part)
+        expected[f"params.{key}"] = to_dict(value) if is_dataclass(value) else _plain(value)
+    return expected
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
 
 
 def check_expected(
