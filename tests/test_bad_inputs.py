@@ -78,6 +78,17 @@ def prepared_project(root: Path) -> None:
             stage(params)
 
 
+def with_prepared(changes: dict) -> Callable[[Path], None]:
+    """Run `prepare` for real, then change params, so that `anchor_targets` meets them."""
+
+    def apply(root: Path) -> None:
+        with inside(root):
+            stage_function("prepare")(parse_params(params_of(root)))
+        set_params(root, changes)
+
+    return apply
+
+
 def vgg_weights(root: Path, state: object) -> None:
     prepared_project(root)
     torch.save(state, root / "weights.pth")
@@ -135,6 +146,8 @@ CASES = [
          "voc/JPEGImages/a.jpg: unreadable image"),
     Case("XML not well-formed", lambda r: annotation(r, "<size>"),
          "voc/Annotations/a.xml: malformed XML"),
+    Case("no object in the whole train split", lambda r: annotation(r, SIZE),
+         "data.root: no object of the classes ['cat', 'dog'] in the train split 'trainval'"),
     Case("XML without <size>", lambda r: annotation(r, "<object/>"),
          "voc/Annotations/a.xml: no <size> element"),
     Case("XML object without <bndbox>",
@@ -197,6 +210,9 @@ CASES = [
          damaged_input(lambda a: flip_bytes(a / "deltas/c/0/0/0/0/0")),
          "data/anchor_targets.zarr: array 'deltas' is damaged at", "step1_rpn",
          layout.STEP1_RPN.out),
+    Case("anchors that fit no object", with_prepared({"anchors": {"scales": [1000]}}),
+         "params.yaml: 'anchors.scales' is [1000.0]: no anchor is foreground in any image",
+         "anchor_targets", layout.ANCHOR_TARGETS.out),
     Case("stale input artifact",
          lambda r: (prepared_project(r), set_params(r, {"anchors": {"scales": [2, 4]}})),
          "data/anchor_targets.zarr: stale, params.anchors is", "step1_rpn", layout.STEP1_RPN.out),

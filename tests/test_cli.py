@@ -46,7 +46,11 @@ def write_params(tmp_path, change) -> None:
 )  # fmt: skip
 def test_prepare_stage_fails_with_one_line_and_no_artifact(tmp_path, change, damage, message):
     root = write_voc(
-        tmp_path / "voc", {"trainval": [TinyImage("a", 40, 40)], "test": [TinyImage("b", 40, 40)]}
+        tmp_path / "voc",
+        {
+            "trainval": [TinyImage("a", 40, 40, [("cat", [2, 2, 20, 20], False)])],
+            "test": [TinyImage("b", 40, 40)],
+        },
     )
     if damage:
         damage(root)

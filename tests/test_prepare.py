@@ -105,7 +105,11 @@ def test_boxes_partly_outside_the_image_are_clipped_and_counted(tmp_path, params
 )
 def test_bad_images_stop_prepare_without_a_complete_artifact(tmp_path, params, damage, message):
     root = write_voc(
-        tmp_path / "voc", {"trainval": [TinyImage("a", 50, 50)], "test": [TinyImage("b", 50, 50)]}
+        tmp_path / "voc",
+        {
+            "trainval": [TinyImage("a", 50, 50, [("cat", [2, 2, 20, 20], False)])],
+            "test": [TinyImage("b", 50, 50)],
+        },
     )
     damage(root / "JPEGImages" / "a.jpg")
     with pytest.raises(DatasetError, match=message):

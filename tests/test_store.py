@@ -6,6 +6,7 @@ import logging
 import numpy as np
 import pytest
 
+from pipeline.artifacts import store
 from pipeline.artifacts.store import (
     ArtifactWriter,
     Provenance,
@@ -14,7 +15,7 @@ from pipeline.artifacts.store import (
     ragged_rows,
 )
 from pipeline.codebase import code_fingerprint
-from pipeline.errors import ArtifactError
+from pipeline.errors import ArtifactError, ParamError
 from pipeline.layout import PREPARE
 
 PROVENANCE = Provenance("demo", params={"demo": {"k": 1}}, inputs={"upstream": "abc"})
@@ -142,3 +143,15 @@ def test_ragged_offsets():
     assert offsets.tolist() == [0, 2, 2, 5]
     assert ragged_rows(offsets, 1) == slice(2, 2)
     assert ragged_rows(offsets, 2) == slice(2, 5)
+
+
+def test_a_shard_that_would_not_fit_in_memory_is_refused_before_any_work(tmp_path, monkeypatch):
+    monkeypatch.setattr(store, "memory_budget", lambda: 4 * 2 * 3 * 4 - 1)  # < 4 items of 24 B
+    with pytest.raises(ParamError, match=r"'store.shard_size' is 4; a shard of 'values' would"):
+        write_demo(tmp_path / "demo.zarr", shard=4)
+    write_demo(tmp_path / "small.zarr", shard=3)  # 3 items fit
+
+
+def test_a_shard_size_beyond_the_array_is_one_shard(tmp_path):
+    writer = write_demo(tmp_path / "demo.zarr", shard=1_000_000_000)
+    assert writer.group["values"].shards == (10, 2, 3)

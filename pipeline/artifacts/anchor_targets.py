@@ -73,6 +73,13 @@ def write_anchor_targets(
 
     writer.write_sharded({"labels": labels, "deltas": deltas}, targets_of, desc=provenance.stage)
     counts = _label_counts(labels)
+    for kind in ("foreground", "background"):
+        if counts[kind] == 0:  # the RPN would "train" on nothing, every loss 0
+            raise ParamError(
+                f"params.yaml: 'anchors.scales' is {list(anchors_params.scales)}: no anchor is "
+                f"{kind} in any image (anchors crossing the border are ignored); choose scales "
+                "that fit the images and objects"
+            )
     writer.commit(summary={"counts": counts})
     return counts
 

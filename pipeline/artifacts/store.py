@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import shutil
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, is_dataclass
@@ -29,7 +30,7 @@ from pipeline import __version__
 from pipeline.artifacts.integrity import CheckedGroup, check_present, manifest_of, verify
 from pipeline.codebase import code_fingerprint
 from pipeline.config import Params, to_dict
-from pipeline.errors import ArtifactError
+from pipeline.errors import ArtifactError, ParamError
 from pipeline.layout import Stage
 
 log = logging.getLogger(__name__)
@@ -143,6 +144,9 @@ class ArtifactWriter:
             chunks = shape if math.prod(shape) > 0 else (1, *rest)
             shards = None
         else:
+            # A shard larger than the array would only make zarr allocate an index for nothing.
+            shard_items = min(shard_items, max(shape[0], 1))
+            check_shard_memory(name, shard_items, math.prod(rest) * np.dtype(dtype).itemsize)
             chunks = (1, *rest)
             shards = (shard_items, *rest)
         array = self.group.create_array(
@@ -204,6 +208,25 @@ class ArtifactWriter:
         self.group_dir.rename(self.path)
         shutil.rmtree(self.work)
         return self.path
+
+
+def memory_budget() -> int:
+    """Bytes one shard may take while it is assembled: a quarter of the machine's memory."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 4
+    except (ValueError, OSError, AttributeError):
+        return 4 << 30
+
+
+def check_shard_memory(name: str, shard_items: int, item_bytes: int) -> None:
+    """Refuse a shard size whose shards would not fit in memory, before any work is done."""
+    budget = memory_budget()
+    if shard_items * item_bytes > budget:
+        raise ParamError(
+            f"params.yaml: 'store.shard_size' is {shard_items}; a shard of '{name}' would take "
+            f"{shard_items * item_bytes / 2**20:.0f} MiB of memory ({item_bytes / 2**20:.1f} "
+            f"MiB per item); allowed: at most {max(budget // item_bytes, 1)} here"
+        )
 
 
 def open_artifact(

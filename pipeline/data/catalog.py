@@ -51,6 +51,12 @@ def read_splits(data: DataParams, classes: tuple[str, ...]) -> list[tuple[int, I
         if record.image_id in seen:
             raise DatasetError(f"data.root: image id {record.image_id!r} is listed twice")
         seen.add(record.image_id)
+    if not any(len(record.boxes) for split, record in pairs if split == TRAIN):
+        # Every stage would run and "train" on background alone.
+        raise DatasetError(
+            f"data.root: no object of the classes {list(classes)} in the train split "
+            f"{data.train_split!r}"
+        )
     return pairs
 
 
