@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
 from pipeline.errors import DatasetError
@@ -29,23 +29,49 @@ def read_image_bytes(path: Path) -> bytes:
         raise DatasetError(f"{path}: cannot read image ({exc.strerror})") from None
 
 
-def decode_image(data: bytes, path: Path) -> Image.Image:
-    """Fully decoded RGB image; a truncated or non-image file is a DatasetError naming it."""
+# EXIF orientations that turn the stored image by 90 degrees when it is displayed.
+TRANSPOSED = {5, 6, 7, 8}
+EXIF_ORIENTATION = 0x0112
+UNREADABLE = (UnidentifiedImageError, OSError, SyntaxError, ValueError)
+
+
+def _open(data: bytes, path: Path) -> Image.Image:
     try:
-        image = Image.open(io.BytesIO(data))
-        image.load()
-        return image.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        return Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError:
+        raise DatasetError(
+            f"{path}: refused as a decompression bomb (more than {2 * Image.MAX_IMAGE_PIXELS} "
+            "pixels)"
+        ) from None
+    except UNREADABLE as exc:
         raise DatasetError(f"{path}: unreadable image ({exc})") from None
+
+
+def decode_image(data: bytes, path: Path) -> Image.Image:
+    """The image as displayed (EXIF orientation applied, as annotation tools show it), in 8-bit
+    RGB (16-bit images scaled, not clipped); a truncated or non-image file is a DatasetError."""
+    image = _open(data, path)
+    try:
+        image.load()
+        image = ImageOps.exif_transpose(image)
+    except UNREADABLE as exc:
+        raise DatasetError(f"{path}: unreadable image ({exc})") from None
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
+        # 16-bit greyscale (PIL's "I" modes hold it in 32 bits): 65535 is white, not 255.
+        grey = np.asarray(image, dtype=np.float64) * (255.0 / 65535.0)
+        return Image.fromarray(grey.clip(0, 255).round().astype(np.uint8)).convert("RGB")
+    return image.convert("RGB")
 
 
 def image_size(data: bytes, path: Path) -> tuple[int, int]:
-    """(height, width) from the header only, without decoding the pixels."""
+    """(height, width) as displayed, from the header only, without decoding the pixels."""
+    image = _open(data, path)
+    width, height = image.size
     try:
-        width, height = Image.open(io.BytesIO(data)).size
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise DatasetError(f"{path}: unreadable image ({exc})") from None
-    return height, width
+        orientation = image.getexif().get(EXIF_ORIENTATION, 1)
+    except UNREADABLE:
+        orientation = 1
+    return (width, height) if orientation in TRANSPOSED else (height, width)
 
 
 def resize_scale(height: int, width: int, min_size: int, max_size: int) -> float:
