@@ -118,6 +118,19 @@ def flip_bytes(path: Path) -> None:
     path.write_bytes(bytes(data))
 
 
+def link_outside(relative: str) -> Callable[[Path], None]:
+    """Move a dataset file or folder out of the dataset and leave a symlink in its place."""
+
+    def damage(root: Path) -> None:
+        inside_path = root / "voc" / relative
+        outside = root / "elsewhere" / relative
+        outside.parent.mkdir(parents=True, exist_ok=True)
+        inside_path.rename(outside)
+        inside_path.symlink_to(outside.resolve())
+
+    return damage
+
+
 def occupy(path: str) -> Callable[[Path], None]:
     """Put a file where the stage needs a folder: the output cannot be written."""
 
@@ -175,6 +188,36 @@ CASES = [
     Case("COCO absolute file_name",
          lambda r: use_coco(r, lambda d: d["images"][0].update(file_name="/etc/passwd")),
          "'/etc/passwd' escapes the folder coco/images"),
+    Case("COCO image without file_name",
+         lambda r: use_coco(r, lambda d: d["images"][0].pop("file_name")),
+         "coco/annotations/trainval.json: images[0]: no 'file_name'"),
+    Case("COCO file_name that is a number",
+         lambda r: use_coco(r, lambda d: d["images"][0].update(file_name=7)),
+         "coco/annotations/trainval.json: images[0]: 'file_name' is 7, not a string"),
+    Case("COCO annotations that are not a list",
+         lambda r: use_coco(r, lambda d: d.update(annotations={"id": 1})),
+         "coco/annotations/trainval.json: 'annotations' is {'id': 1}, not a list"),
+    Case("COCO annotation that is not an object",
+         lambda r: use_coco(r, lambda d: d["annotations"].append(3)),
+         "coco/annotations/trainval.json: annotations[1] is 3, not an object"),
+    Case("COCO JSON nested absurdly deep",
+         lambda r: (use_coco(r, lambda d: None),
+                    (r / "coco/annotations/trainval.json").write_text("[" * 200000)),
+         "coco/annotations/trainval.json: nested too deeply"),
+    Case("COCO JSON that is not UTF-8",
+         lambda r: (use_coco(r, lambda d: None),
+                    (r / "coco/annotations/trainval.json").write_bytes(b'{"images": "\xff"}')),
+         "coco/annotations/trainval.json: not UTF-8 text"),
+    Case("split list that is not UTF-8",
+         lambda r: (r / "voc/ImageSets/Main/trainval.txt").write_bytes(b"a\n\xff\xfe\n"),
+         "voc/ImageSets/Main/trainval.txt: not UTF-8 text (byte 2)"),
+    Case("NUL byte in an image id",
+         lambda r: (r / "voc/ImageSets/Main/trainval.txt").write_bytes(b"a\x00b\n"),
+         "trainval.txt: 'Annotations/a\\x00b.xml' holds control characters"),
+    Case("image symlinked from outside the dataset", link_outside("JPEGImages/a.jpg"),
+         "outside the dataset"),
+    Case("Annotations folder symlinked from outside the dataset", link_outside("Annotations"),
+         "outside the dataset"),
     Case("params: unknown key", lambda r: set_params(r, {"anchors": {"ratioz": [1.0]}}),
          "params.yaml: unknown key 'anchors.ratioz' (valid keys in anchors: ratios, scales, "
          "stride)"),

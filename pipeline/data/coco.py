@@ -15,6 +15,7 @@ from pipeline.data.records import (
     check_box,
     make_record,
     parse_coordinate,
+    read_text,
     safe_join,
 )
 from pipeline.errors import DatasetError
@@ -24,15 +25,50 @@ def annotation_path(root: Path, template: str, split: str) -> Path:
     return safe_join(root, template.format(split=split), "data.coco_annotations")
 
 
+KINDS = {dict: "an object", list: "a list", str: "a string", int: "an integer"}
+
+
+def field(entry: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    """`entry[key]`, present and of `kind`, or a DatasetError naming the entry and the field."""
+    if key not in entry:
+        raise DatasetError(f"{where}: no '{key}'")
+    value = entry[key]
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if not isinstance(value, kinds) or isinstance(value, bool):
+        wanted = " or ".join(KINDS[k] for k in kinds)
+        raise DatasetError(f"{where}: '{key}' is {value!r:.60}, not {wanted}")
+    return value
+
+
+def _entries(data: dict[str, Any], key: str, path: Path, required: bool) -> list[dict]:
+    if key not in data and not required:
+        return []
+    entries = field(data, key, list, str(path))
+    for n, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise DatasetError(f"{path}: {key}[{n}] is {entry!r:.60}, not an object")
+    return entries
+
+
 def load_coco_json(path: Path) -> dict[str, Any]:
+    """The parsed file, with the structure of every field this reader uses checked."""
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(read_text(path))
     except FileNotFoundError:
         raise DatasetError(f"{path}: annotation file not found") from None
     except json.JSONDecodeError as exc:
         raise DatasetError(f"{path}: malformed JSON (line {exc.lineno}: {exc.msg})") from None
+    except RecursionError:
+        raise DatasetError(f"{path}: nested too deeply to be a COCO instances file") from None
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise DatasetError(f"{path}: not a COCO instances file (no 'images' list)")
+    for n, image in enumerate(_entries(data, "images", path, required=True)):
+        field(image, "id", (int, str), f"{path}: images[{n}]")
+        field(image, "file_name", str, f"{path}: images[{n}]")
+    for n, category in enumerate(_entries(data, "categories", path, required=False)):
+        field(category, "id", int, f"{path}: categories[{n}]")
+        field(category, "name", str, f"{path}: categories[{n}]")
+    _entries(data, "annotations", path, required=False)
     return data
 
 
@@ -65,7 +101,9 @@ def read_coco_split(
     for image in data["images"]:
         if image["id"] in files:
             raise DatasetError(f"{annotations}: duplicate image id {image['id']!r}")
-        files[image["id"]] = safe_join(image_dir, image["file_name"], f"{annotations}: image")
+        files[image["id"]] = safe_join(
+            image_dir, image["file_name"], f"{annotations}: image", within=root
+        )
     if not files:
         raise DatasetError(f"{annotations}: empty split, no images listed")
 

@@ -71,9 +71,28 @@ def check_box(box: list[float], where: str) -> None:
         raise DatasetError(f"{where}: y2 ({y2:g}) <= y1 ({y1:g}), an empty box")
 
 
-def safe_join(root: Path, relative: str, what: str) -> Path:
-    """`root / relative`, refusing names that would reach outside `root` (.., absolute paths)."""
+def safe_join(root: Path, relative: object, what: str, within: Path | None = None) -> Path:
+    """`root / relative`, refusing names that would reach outside `root` (.., absolute paths,
+    control characters) and links that resolve outside `within` (default `root`)."""
+    if not isinstance(relative, str):
+        raise DatasetError(f"{what}: {relative!r} is not a file name")
     candidate = Path(relative)
     if relative == "" or candidate.is_absolute() or ".." in candidate.parts:
         raise DatasetError(f"{what}: {relative!r} escapes the folder {root}")
-    return root / candidate
+    if any(ord(c) < 32 for c in relative):
+        raise DatasetError(f"{what}: {relative!r} holds control characters")
+    joined = root / candidate
+    boundary = (within or root).resolve()
+    if joined.exists() and not joined.resolve().is_relative_to(boundary):
+        raise DatasetError(
+            f"{what}: {joined} is a link to {joined.resolve()}, outside the dataset {boundary}"
+        )
+    return joined
+
+
+def read_text(path: Path) -> str:
+    """A dataset text file (split list, annotation JSON), refused in one line if not UTF-8."""
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{path}: not UTF-8 text (byte {exc.start})") from None

@@ -13,6 +13,7 @@ from pipeline.data.records import (
     ImageRecord,
     make_record,
     parse_coordinate,
+    read_text,
     safe_join,
 )
 from pipeline.errors import DatasetError
@@ -45,7 +46,7 @@ def split_ids(root: Path, split: str) -> list[str]:
     path = root / "ImageSets" / "Main" / f"{split}.txt"
     if not path.is_file():
         raise DatasetError(f"{path}: split file not found")
-    ids = [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+    ids = [line.split()[0] for line in read_text(path).splitlines() if line.strip()]
     if not ids:
         raise DatasetError(f"{path}: empty split, no image ids listed")
     return ids
@@ -58,8 +59,8 @@ def read_voc_split(root: Path, split: str, classes: tuple[str, ...]) -> list[Ima
     index = {name: i + 1 for i, name in enumerate(classes)}
     records = []
     for image_id in split_ids(root, split):
-        xml_path = safe_join(root / "Annotations", f"{image_id}.xml", f"{split}.txt")
-        image_path = safe_join(root / "JPEGImages", f"{image_id}.jpg", f"{split}.txt")
+        xml_path = safe_join(root, f"Annotations/{image_id}.xml", f"{split}.txt")
+        image_path = safe_join(root, f"JPEGImages/{image_id}.jpg", f"{split}.txt")
         records.append(_read_annotation(xml_path, image_id, image_path, index))
     return records
 
