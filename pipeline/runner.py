@@ -19,7 +19,8 @@ def report_errors(debug: bool, action: Callable[[], Any]) -> Any:
     """Run `action`; a user's problem becomes one line on stderr and a non-zero exit.
 
     FrcnnError (bad params, data or artifacts) and OSError (unwritable folder, full disk)
-    exit 1, Ctrl-C exits 130; `debug` shows the traceback instead.
+    exit 1, Ctrl-C exits 130; anything else is a bug of ours, one line too (exit 2), and
+    `debug` shows the traceback instead.
     """
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
@@ -34,6 +35,16 @@ def report_errors(debug: bool, action: Callable[[], Any]) -> Any:
             raise
         click.echo(f"interrupted{': ' + str(exc) if str(exc) else ''}", err=True)
         sys.exit(130)
+    except Exception as exc:  # the last resort: every known failure has its own message
+        if debug:
+            raise
+        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+        click.echo(
+            f"error: internal error ({type(exc).__name__}: {reason}); rerun with --debug "
+            "for the traceback and report it",
+            err=True,
+        )
+        sys.exit(2)
 
 
 def _describe(exc: Exception) -> str:

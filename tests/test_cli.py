@@ -10,6 +10,8 @@ from click.testing import CliRunner
 
 from pipeline.artifacts.store import ArtifactWriter, Provenance
 from pipeline.cli.main import main
+from pipeline.layout import PREPARE
+from pipeline.runner import stage_command
 from stages.prepare import prepare_dataset
 from tests.conftest import REPO, TinyImage, tiny_images, write_voc
 from tests.test_prepare import STORE, voc_params
@@ -127,3 +129,19 @@ def test_inspect_of_a_missing_path_is_one_line(tmp_path):
     result = CliRunner().invoke(main, ["inspect", str(tmp_path / "nothing.zarr")])
     assert result.exit_code == 1
     assert result.output.strip().endswith("nothing.zarr: not found")
+
+
+def test_an_unexpected_exception_is_one_line_and_exit_2_unless_debugging():
+    def broken(params):
+        raise TypeError("unsupported operand")
+
+    command = stage_command(PREPARE, broken)
+    result = CliRunner().invoke(command, ["--params", str(REPO / "params.yaml")])
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert lines == [
+        "error: internal error (TypeError: unsupported operand); rerun with --debug for the "
+        "traceback and report it"
+    ]
+    debugged = CliRunner().invoke(command, ["--params", str(REPO / "params.yaml"), "--debug"])
+    assert isinstance(debugged.exception, TypeError)

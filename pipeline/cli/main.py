@@ -183,21 +183,26 @@ def detect(
     device: str,
 ) -> None:
     """Detect objects in IMAGES with the exported model; unreadable images are skipped."""
-    detector = report_errors(ctx.obj["debug"], lambda: load_detector(model_path)).to(device)
-    results, failed = [], 0
-    with click.progressbar(images, label="detect", file=sys.stderr) as bar:
-        for path in bar:
-            try:
-                pixels, found = detect_file(detector, path, score_thresh)
-            except FrcnnError as exc:
-                failed += 1
-                click.echo(f"\nerror: {exc}", err=True)
-                continue
-            results += found
-            if draw is not None:
-                draw_results(pixels, found, draw / f"{path.stem}.png")
-    out.write_text(json.dumps(results, indent=1) + "\n")
-    click.echo(f"{len(results)} detections in {len(images) - failed} images -> {out}")
+
+    def run() -> int:
+        detector = load_detector(model_path).to(device)
+        results, failed = [], 0
+        with click.progressbar(images, label="detect", file=sys.stderr) as bar:
+            for path in bar:
+                try:
+                    pixels, found = detect_file(detector, path, score_thresh)
+                except FrcnnError as exc:  # a bad image: say so, and go on with the rest
+                    failed += 1
+                    click.echo(f"\nerror: {exc}", err=True)
+                    continue
+                results += found
+                if draw is not None:
+                    draw_results(pixels, found, draw / f"{path.stem}.png")
+        out.write_text(json.dumps(results, indent=1) + "\n")
+        click.echo(f"{len(results)} detections in {len(images) - failed} images -> {out}")
+        return failed
+
+    failed = report_errors(ctx.obj["debug"], run)
     if failed:
         click.echo(f"error: {failed} of {len(images)} images could not be read", err=True)
         sys.exit(1)
