@@ -279,3 +279,7 @@ def test_bad_input_gives_one_line_and_no_artifact(tmp_path, case):
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: ") and case.message in lines[0], lines[0]
     assert not (tmp_path / case.out).exists()
+    # Unfinished work may stay to be resumed, but never marked complete.
+    partial = tmp_path / f"{case.out}.partial"
+    for metadata in partial.rglob("zarr.json") if partial.is_dir() else []:
+        assert json.loads(metadata.read_text()).get("attributes", {}).get("complete") is not True

@@ -101,7 +101,14 @@ def test_an_interrupted_run_resumes_to_the_same_weights(tiny_data, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         train(dataclasses.replace(interrupted, loss_fn=dies_at_the_eighth), CPU)
     resumed = rpn_run(root, p, tmp_path / "work", iterations=12)
-    history = train(resumed, CPU)
+    after = {"n": 0}
+
+    def counted(batch, generator):
+        after["n"] += 1
+        return resumed.loss_fn(batch, generator)
+
+    history = train(dataclasses.replace(resumed, loss_fn=counted), CPU)
+    assert after["n"] == 12 - 5  # resumed at the checkpoint of iteration 5, not from 0
     assert_same_state(state_of(resumed.module), state_of(reference.module))
     assert [row["iteration"] for row in history] == [2, 4, 6, 8, 10, 12]
 
@@ -145,6 +152,28 @@ def test_a_nan_loss_stops_with_the_term_and_keeps_the_last_checkpoint(tiny_data,
     checkpoint = torch.load(tmp_path / "work" / "checkpoint.pt", weights_only=True)
     assert checkpoint["iteration"] == 5
     assert all(torch.isfinite(v).all() for v in checkpoint["model"].values())
+
+
+def test_after_a_nan_a_rerun_with_a_lower_lr_starts_over_as_the_message_says(tiny_data, tmp_path):
+    root, p = tiny_data
+    run = rpn_run(root, p, tmp_path / "work", iterations=12)
+
+    def nan_at_seven(batch, generator):
+        losses = run.loss_fn(batch, generator)
+        if calls["n"] == 6:
+            losses["rpn_box"] = losses["rpn_box"] * float("nan")
+        calls["n"] += 1
+        return losses
+
+    calls = {"n": 0}
+    with pytest.raises(TrainingDiverged, match=r"lower train.step1.lr and rerun: training starts"):
+        train(dataclasses.replace(run, loss_fn=nan_at_seven), CPU)
+    # The stage's fingerprint covers its lr: a lower lr is another fingerprint.
+    lower = dataclasses.replace(run, fingerprint="fingerprint with lr 0.001")
+    calls = {"n": 100}  # no more NaNs
+    history = train(dataclasses.replace(lower, loss_fn=nan_at_seven), CPU)
+    assert calls["n"] == 100 + 12  # every iteration again, from 0
+    assert history[0]["iteration"] == 2
 
 
 def test_data_order_covers_each_view_once_per_epoch():

@@ -188,9 +188,11 @@ def _step(
     with amp:
         losses = run.loss_fn(batch, generator)
     total = sum(losses.values())
+    # The checkpoint records the lr it was made with, so a rerun with another lr starts over
+    # rather than mixing two schedules in one model.
     advice = (
-        f"the last good checkpoint ({checkpoint_path}) is kept: lower {run.lr_key} and rerun "
-        "to resume from it"
+        f"lower {run.lr_key} and rerun: training starts over with it (the last good checkpoint, "
+        f"{checkpoint_path}, resumes only a rerun with the same params)"
     )
     for name, value in {**losses, "total": total}.items():
         if not torch.isfinite(value):
