@@ -21,11 +21,14 @@ from pipeline.cli.main import main
 from pipeline.data.records import TEST
 from pipeline.data.synthetic import SYNTHETIC_CLASSES
 from pipeline.data.views import ViewSet, view_rows
+from pipeline.data.voc import read_voc_split
 from pipeline.errors import ArtifactError
 from pipeline.evaluation.drawing import GT
+from pipeline.evaluation.metrics import ImageDetections
 from pipeline.model import backbones
 from pipeline.model.roi_head import build_head, rois_with_batch_index
 from pipeline.model.rpn import build_rpn, view_proposals
+from stages import evaluate as evaluate_stage
 from tests.conftest import inside, stage_function, tiny_params
 
 pytestmark = pytest.mark.slow
@@ -210,3 +213,30 @@ def test_step_3_refuses_features_made_from_another_dataset(tiny_pipeline, tmp_pa
     metadata.write_text(json.dumps(document))
     with inside(copy), pytest.raises(ArtifactError, match=r"stale, inputs.prepared is"):
         stage_function("step3_rpn")(p)
+
+
+def test_ground_truth_fed_as_detections_through_the_evaluate_wiring_scores_one(
+    tiny_pipeline, tmp_path, monkeypatch
+):
+    """Scales, ids, difficult flags and the test split all line up: perfect detections get
+    mAP 1.0 from the same code that measures the detector."""
+    root, _ = tiny_pipeline
+
+    # The annotations as written, in original pixels: independent of the prepared artifact.
+    raw = {r.image_id: r for r in read_voc_split(root / layout.GENERATE.out, "test",
+                                                 SYNTHETIC_CLASSES)}  # fmt: skip
+
+    def ground_truth_as_detections(model_path, prepared, images):
+        records = [raw[prepared.image_ids[i]] for i in images]
+        return [ImageDetections(r.boxes, np.ones(len(r.boxes)), r.labels) for r in records]
+
+    monkeypatch.setattr(evaluate_stage, "detect_prepared", ground_truth_as_detections)
+    with inside(root):
+        proposals = {"step1_proposals": layout.STEP1_TEST_PROPOSALS}
+        evaluate_stage.evaluate(layout.PREPARE.out, layout.EXPORT.out, proposals, tmp_path / "e")
+    metrics = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    assert metrics["map_voc07"] == pytest.approx(1.0)
+    assert metrics["map_area"] == pytest.approx(1.0)
+    assert metrics["map_coco"] == pytest.approx(1.0)
+    results = json.loads((tmp_path / "e" / "detections.json").read_text())
+    assert len(results) > 0
