@@ -94,7 +94,7 @@ def test_checkpoint_and_log_frequency_dirty_nothing(built):
 
 
 def test_exp_run_of_a_test_time_param_runs_no_training_stage(built):
-    output = dvc(built, "exp", "run", "-S", "proposals.test_post_nms=20")
+    output = dvc(built, "exp", "run", "-S", "proposals.test_post_nms=100")
     ran = stages_run(output)
     assert ran == ["step1_test_proposals", "step3_test_proposals", "export", "evaluate"], ran
     assert not TRAINING & set(ran)

@@ -150,6 +150,9 @@ def _short(value: Any) -> str:
     if isinstance(value, list) and len(value) > MAX_LISTED:
         head = ", ".join(json.dumps(v) for v in value[:3])
         return f"[{head}, ...] ({len(value)} items)"
+    if isinstance(value, dict) and len(value) > MAX_LISTED:  # e.g. the manifest of files
+        head = ", ".join(f"{json.dumps(k)}: {json.dumps(v)}" for k, v in list(value.items())[:2])
+        return f"{{{head}, ...}} ({len(value)} entries)"
     return json.dumps(value)
 
 
