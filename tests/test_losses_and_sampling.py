@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from pipeline.model.losses import fast_rcnn_loss, rpn_loss, smooth_l1
 from pipeline.model.sampling import sample_foreground_background
@@ -16,6 +17,16 @@ def test_smooth_l1_switches_at_one_over_sigma_squared():
     torch.testing.assert_close(smooth_l1(x, torch.zeros_like(x), 3.0), want)
     torch.testing.assert_close(
         smooth_l1(x, torch.zeros_like(x), 1.0), torch.tensor([0.00125, 0.005, 0.125, 1.5])
+    )
+
+
+@pytest.mark.parametrize("sigma", [1.0, 3.0])
+def test_smooth_l1_has_the_values_of_torch_smooth_l1_loss(sigma):
+    generator = torch.Generator().manual_seed(0)
+    predicted, target = torch.randn(2, 1000, 4, generator=generator)
+    torch.testing.assert_close(
+        smooth_l1(predicted, target, sigma),
+        F.smooth_l1_loss(predicted, target, reduction="none", beta=1.0 / sigma**2),
     )
 
 
