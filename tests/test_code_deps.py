@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from pipeline import codebase
 from pipeline.cli.deps import code_deps, declared_code_deps, deps_problems, rewrite_code_deps
 from pipeline.cli.main import main
 from pipeline.codebase import code_fingerprint, import_closure
@@ -124,68 +125,51 @@ def test_step_4_does_not_depend_on_earlier_steps_code():
     assert "pipeline/model/rpn.py" not in step4
 
 
-def test_code_fingerprint_follows_the_bytes_of_the_closure(tmp_path, monkeypatch):
-    import pipeline.codebase as codebase
-
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    """A throw-away project tree that the closure is computed over: `write(path, text)`."""
+    monkeypatch.setattr(codebase, "ROOT", tmp_path)
     for package in ("pipeline", "stages"):
         (tmp_path / package).mkdir()
         (tmp_path / package / "__init__.py").write_text("")
-    (tmp_path / "pipeline" / "helper.py").write_text("VALUE = 1\n")
-    (tmp_path / "pipeline" / "unused.py").write_text("VALUE = 2\n")
-    (tmp_path / "stages" / "demo.py").write_text("from pipeline import helper\n")
-    monkeypatch.setattr(codebase, "ROOT", tmp_path)
 
-    def fingerprint() -> str:
-        codebase.import_closure.cache_clear()
-        codebase.code_fingerprint.cache_clear()
-        return code_fingerprint("stages.demo")
-
-    try:
-        first = fingerprint()
-        assert [p.as_posix() for p in import_closure("stages.demo")] == [
-            "pipeline/__init__.py",
-            "pipeline/helper.py",
-            "stages/__init__.py",
-            "stages/demo.py",
-        ]
-        (tmp_path / "pipeline" / "unused.py").write_text("VALUE = 3\n")
-        assert fingerprint() == first
-        (tmp_path / "pipeline" / "helper.py").write_text("VALUE = 1  # edited\n")
-        assert fingerprint() != first
-    finally:
+    def write(relative: str, text: str = "") -> None:
+        (tmp_path / relative).write_text(text)
         codebase.import_closure.cache_clear()
         codebase.code_fingerprint.cache_clear()
 
-
-def test_lazy_imports_inside_functions_count(tmp_path, monkeypatch):
-    import pipeline.codebase as codebase
-
-    (tmp_path / "pipeline").mkdir()
-    (tmp_path / "pipeline" / "__init__.py").write_text("")
-    (tmp_path / "pipeline" / "late.py").write_text("")
-    (tmp_path / "pipeline" / "early.py").write_text(
-        "def f():\n    from pipeline.late import nothing\n"
-    )
-    monkeypatch.setattr(codebase, "ROOT", tmp_path)
+    yield write
     codebase.import_closure.cache_clear()
-    try:
-        assert Path("pipeline/late.py") in import_closure("pipeline.early")
-    finally:
-        codebase.import_closure.cache_clear()
+    codebase.code_fingerprint.cache_clear()
 
 
-def test_imports_for_type_checking_only_do_not_count(tmp_path, monkeypatch):
-    import pipeline.codebase as codebase
+def test_code_fingerprint_follows_the_bytes_of_the_closure(project):
+    project("pipeline/helper.py", "VALUE = 1\n")
+    project("pipeline/unused.py", "VALUE = 2\n")
+    project("stages/demo.py", "from pipeline import helper\n")
+    first = code_fingerprint("stages.demo")
+    assert [p.as_posix() for p in import_closure("stages.demo")] == [
+        "pipeline/__init__.py",
+        "pipeline/helper.py",
+        "stages/__init__.py",
+        "stages/demo.py",
+    ]
+    project("pipeline/unused.py", "VALUE = 3\n")
+    assert code_fingerprint("stages.demo") == first
+    project("pipeline/helper.py", "VALUE = 1  # edited\n")
+    assert code_fingerprint("stages.demo") != first
 
-    (tmp_path / "pipeline").mkdir()
-    (tmp_path / "pipeline" / "__init__.py").write_text("")
-    (tmp_path / "pipeline" / "hint.py").write_text("")
-    (tmp_path / "pipeline" / "user.py").write_text(
-        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pipeline.hint import X\n"
+
+def test_lazy_imports_inside_functions_count(project):
+    project("pipeline/late.py")
+    project("pipeline/early.py", "def f():\n    from pipeline.late import nothing\n")
+    assert Path("pipeline/late.py") in import_closure("pipeline.early")
+
+
+def test_imports_for_type_checking_only_do_not_count(project):
+    project("pipeline/hint.py")
+    project(
+        "pipeline/user.py",
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pipeline.hint import X\n",
     )
-    monkeypatch.setattr(codebase, "ROOT", tmp_path)
-    codebase.import_closure.cache_clear()
-    try:
-        assert Path("pipeline/hint.py") not in import_closure("pipeline.user")
-    finally:
-        codebase.import_closure.cache_clear()
+    assert Path("pipeline/hint.py") not in import_closure("pipeline.user")
