@@ -190,3 +190,77 @@ def test_killed_at_random_moments_it_still_ends_byte_identical(tmp_path, referen
     assert artifact_bytes(root) == reference
     assert "up to date" in dvc(root, "status")
     assert not list((root / "data").rglob("*.partial"))
+
+
+# A stage run that SIGKILLs itself at one chosen moment of what it is doing: the moments where a
+# half-done write would hurt most (a shard written but not marked, between the last shard and
+# the commit, inside the rename into place, before the working folder is gone, inside the
+# replace of a checkpoint or a model file).
+KILLED_AT = r"""
+import os, pathlib, signal, sys
+import pipeline.artifacts.model_files as model_files
+import pipeline.artifacts.store as store
+
+stage, moment, nth = sys.argv[1], sys.argv[2], int(sys.argv[3])
+seen = {"n": 0}
+
+def die_on_the_nth(original, applies=lambda *a: True):
+    def wrapper(*args, **kwargs):
+        if applies(*args):
+            seen["n"] += 1
+            if seen["n"] == nth:
+                os.kill(os.getpid(), signal.SIGKILL)
+        return original(*args, **kwargs)
+    return wrapper
+
+W = store.ArtifactWriter
+if moment == "shard_unmarked":
+    W._mark_shard_done = die_on_the_nth(W._mark_shard_done)
+elif moment == "before_commit":
+    W.commit = die_on_the_nth(W.commit)
+elif moment == "inside_rename":
+    pathlib.Path.rename = die_on_the_nth(pathlib.Path.rename)
+elif moment == "before_cleanup":
+    store.shutil.rmtree = die_on_the_nth(
+        store.shutil.rmtree, lambda path, *a: str(path).endswith(".partial"))
+elif moment in ("checkpoint_replace", "model_replace"):
+    checkpoint = moment == "checkpoint_replace"
+    model_files.os.replace = die_on_the_nth(
+        model_files.os.replace,
+        lambda src, dst: (pathlib.Path(dst).name == "checkpoint.pt") == checkpoint)
+sys.argv = [stage]
+__import__(f"stages.{stage}", fromlist=["main"]).main()
+"""
+
+KILL_MOMENTS = {
+    "prepare": [("shard_unmarked", 2), ("before_commit", 1), ("inside_rename", 1)],
+    "anchor_targets": [("shard_unmarked", 1), ("shard_unmarked", 3), ("before_cleanup", 1)],
+    "step1_rpn": [("checkpoint_replace", 1), ("checkpoint_replace", 2), ("model_replace", 1)],
+    "step1_proposals": [("inside_rename", 1), ("before_cleanup", 1)],
+    "step1_proposal_targets": [("shard_unmarked", 2), ("before_commit", 1)],
+    "step2_fast_rcnn": [("checkpoint_replace", 2), ("model_replace", 1)],
+    "step3_features": [("shard_unmarked", 1), ("shard_unmarked", 4), ("inside_rename", 1)],
+    "step3_rpn": [("checkpoint_replace", 1)],
+    "step3_test_proposals": [("before_commit", 1)],
+    "step4_proposal_targets": [("before_cleanup", 1)],
+    "step4_fast_rcnn": [("checkpoint_replace", 2), ("model_replace", 1)],
+    "export": [("model_replace", 1)],
+}  # fmt: skip
+
+
+def test_killed_at_chosen_moments_of_each_write_it_still_ends_byte_identical(tmp_path, reference):
+    root = make_project(tmp_path / "chosen")
+    killed = 0
+    for stage in PIPELINE:
+        for moment, nth in KILL_MOMENTS.get(stage, []):
+            result = subprocess.run(
+                [sys.executable, "-c", KILLED_AT, stage, moment, str(nth)],
+                cwd=root, capture_output=True, text=True, timeout=600,
+            )  # fmt: skip
+            assert result.returncode == -signal.SIGKILL, (stage, moment, result.stderr)
+            killed += 1
+        assert stages_run(dvc(root, "repro", "--single-item", stage)) == [stage]
+    assert killed >= 20
+    assert artifact_bytes(root) == reference
+    assert "up to date" in dvc(root, "status")
+    assert not list((root / "data").rglob("*.partial"))
