@@ -80,7 +80,7 @@ def evaluate(prepared_path: Path, model_path: Path, proposals: dict[str, Stage],
     truths = ground_truth_of(prepared, images)
     found = detect_prepared(model_path, prepared, images)
     metrics, curves = voc_metrics(truths, found, prepared.classes)
-    sizes = [tuple(int(v) for v in prepared.group["original_sizes"][i]) for i in images]
+    sizes = [tuple(int(v) for v in prepared.original_sizes[i]) for i in images]
     results = coco_results(found, prepared.classes)
     for result in results:
         result["image_name"] = prepared.image_ids[images[result["image_id"] - 1]]

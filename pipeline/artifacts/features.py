@@ -69,7 +69,6 @@ class Features:
         self.path = Path(path)
         self.group = open_artifact(self.path, STEP3_FEATURES.name, expect)
         self.fingerprint: str = self.group.attrs["fingerprint"]
-        self.inputs: dict[str, str] = self.group.attrs["inputs"]
         self.views: np.ndarray = self.group["views"][...]
         self.features: CheckedArray = self.group["features"]
         self.sizes: np.ndarray = self.group["feature_sizes"][...]

@@ -106,6 +106,3 @@ class CheckedGroup:
 
     def __getitem__(self, name: str) -> CheckedArray:
         return CheckedArray(self._group[name], self.path, self._fix)
-
-    def __contains__(self, name: str) -> bool:
-        return name in self._group

@@ -99,6 +99,7 @@ class PreparedDataset:
         self.image_ids: list[str] = attrs["image_ids"]
         self.canvas: tuple[int, int] = tuple(attrs["canvas"])
         self.image_sizes = self.group["image_sizes"][...]
+        self.original_sizes = self.group["original_sizes"][...]
         self.scales = self.group["scales"][...]
         self.split = self.group["split"][...]
         self._offsets = self.group["object_offsets"][...]
