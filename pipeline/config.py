@@ -37,6 +37,11 @@ def _fraction() -> Any:
     return _checked(lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]")
 
 
+def _positive_fraction() -> Any:
+    """An IoU threshold that labels something: at 0 every box would clear it."""
+    return _checked(lambda v: 0.0 < v <= 1.0, "a number in (0, 1]")
+
+
 def _positive_list() -> Any:
     return _checked(
         lambda v: len(v) > 0 and all(x > 0 and math.isfinite(x) for x in v),
@@ -110,8 +115,8 @@ class AnchorParams:
 
 @dataclass(frozen=True)
 class AnchorTargetParams:
-    fg_iou: float = _fraction()
-    bg_iou: float = _fraction()
+    fg_iou: float = _positive_fraction()
+    bg_iou: float = _positive_fraction()
     allowed_border: int = _non_negative_int()
 
     def __post_init__(self) -> None:
@@ -158,7 +163,7 @@ class RoIParams:
     dropout: float = _checked(lambda v: 0 <= v < 1, "a number in [0, 1)")
     batch_size: int = _positive_int()
     fg_fraction: float = _fraction()
-    fg_iou: float = _fraction()
+    fg_iou: float = _positive_fraction()
     bg_iou_low: float = _fraction()
     bg_iou_high: float = _fraction()
     box_stds: tuple[float, ...] = _checked(

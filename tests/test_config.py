@@ -29,7 +29,10 @@ def test_repo_params_load_into_typed_sections(params):
         ("anchors", "ratios", [], "'anchors.ratios' is []; allowed: a non-empty list"),
         ("anchors", "scales", [1, -2], "'anchors.scales' is [1, -2]; allowed"),
         ("anchor_targets", "fg_iou", 1.5, "'anchor_targets.fg_iou' is 1.5; allowed: a number "
-         "in [0, 1]"),
+         "in (0, 1]"),
+        ("anchor_targets", "bg_iou", 0.0, "'anchor_targets.bg_iou' is 0.0; allowed: a number "
+         "in (0, 1]"),
+        ("roi", "fg_iou", 0, "'roi.fg_iou' is 0; allowed: a number in (0, 1]"),
         ("anchor_targets", "bg_iou", 0.8, "'anchor_targets.bg_iou' is 0.8; allowed: <= "
          "anchor_targets.fg_iou (0.7)"),
         ("data", "source", "imagenet", "'data.source' is 'imagenet' (str); allowed: synthetic | "

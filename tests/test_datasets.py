@@ -60,6 +60,10 @@ SIZE = "<size><width>50</width><height>50</height></size>"
          "</annotation>", "a.xml: object 1: <ymin> is 'nan', not a finite number"),
         (f"<annotation>{SIZE}<object><name>cat</name>{BOX.format(9, 1, 3, 9)}</object>"
          "</annotation>", "a.xml: object 1: empty box, xmin 9 xmax 3"),
+        ("<annotation><size><width>50</width></size></annotation>",
+         "a.xml: <size><height> is None, not a number"),
+        ("<annotation><size><width>50.5</width><height>50</height></size></annotation>",
+         "a.xml: <size><width> is '50.5', not a positive whole number of pixels"),
     ],
 )  # fmt: skip
 def test_bad_voc_annotations_are_named(tmp_path, xml, message):
@@ -117,6 +121,8 @@ def _set(path: list, value):
         (_set(["annotations", 0, "bbox"], [1, 2, 0, 5]), r"x2 \(1\) <= x1 \(1\)"),
         (_set(["annotations", 0, "bbox"], [1, 2, "a", 5]), r"bbox\[2\] is 'a', not a number"),
         (_set(["images", 0, "file_name"], "../../secret.jpg"), "escapes the folder"),
+        (_set(["images", 0, "width"], 0), r"images\[0\]: width is 0, not a positive whole"),
+        (_set(["images", 0, "height"], "tall"), r"images\[0\]: height is 'tall', not a number"),
         (_set(["images", 0, "file_name"], "/etc/passwd"), "escapes the folder"),
         (_set(["images"], []), "empty split, no images listed"),
         (_set(["categories", 0, "name"], "cow"), "unknown category 'cow'"),

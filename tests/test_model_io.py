@@ -2,9 +2,11 @@
 
 import pytest
 import torch
+from click.testing import CliRunner
 
-from pipeline.artifacts.model_files import load_model, save_model
+from pipeline.artifacts.model_files import content_digest, load_model, save_model
 from pipeline.artifacts.store import Provenance
+from pipeline.cli.main import main
 from pipeline.errors import ArtifactError
 from tests.test_backbones import Exploit
 
@@ -44,3 +46,48 @@ def test_a_malicious_checkpoint_is_refused_not_executed(tmp_path):
     with pytest.raises(ArtifactError, match="rpn.pt: not a checkpoint or model file"):
         load_model(path, "step1_rpn")
     assert not marker.exists()
+
+
+def flip_a_weight(path):
+    """Change one float of a tensor in place, leaving torch's container valid."""
+    data = bytearray(path.read_bytes())
+    at = data.index(bytes.fromhex("0000803f") * 4)  # four float32 ones
+    data[at + 1] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_a_model_file_with_a_changed_weight_is_refused(tmp_path):
+    path = tmp_path / "rpn.pt"
+    save_model(path, PROVENANCE, {"rpn": {"w": torch.ones(64)}})
+    flip_a_weight(path)
+    assert not torch.equal(torch.load(path, weights_only=True)["parts"]["rpn"]["w"], torch.ones(64))
+    with pytest.raises(
+        ArtifactError,
+        match=r"rpn.pt: damaged, its content does not match its recorded SHA-256; `dvc checkout",
+    ):
+        load_model(path, "step1_rpn")
+
+
+def test_content_digest_sees_every_key_shape_dtype_and_byte():
+    state = {"a": torch.zeros(2, 3), "b": [1, 2.5, "x", None], "c": {3: torch.ones(1)}}
+    digest = content_digest(state)
+    assert digest == content_digest({"c": {3: torch.ones(1)}, **state})  # order is not content
+    for changed in (
+        {**state, "a": torch.zeros(3, 2)},
+        {**state, "a": torch.zeros(2, 3, dtype=torch.float64)},
+        {**state, "a": torch.tensor([[0.0, 0, 0], [0, 0, 1e-30]])},
+        {**state, "b": [1, 2.5, "x", 0]},
+        {**state, "c": {"3": torch.ones(1)}},
+    ):
+        assert content_digest(changed) != digest
+
+
+def test_verify_checks_model_files_too(tmp_path):
+    path = tmp_path / "rpn.pt"
+    save_model(path, PROVENANCE, {"rpn": {"w": torch.ones(64)}})
+    result = CliRunner().invoke(main, ["verify", str(path)])
+    assert result.exit_code == 0 and f"{path}: 1 files intact" in result.output
+    flip_a_weight(path)
+    result = CliRunner().invoke(main, ["verify", str(path)])
+    assert result.exit_code == 1
+    assert f"error: {path}: damaged, its content does not match" in result.output

@@ -1,6 +1,7 @@
 """The prepare stage's pieces and the artifact it writes from VOC, COCO and synthetic data."""
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,10 +9,11 @@ import pytest
 from pipeline.artifacts.prepared import PreparedDataset
 from pipeline.artifacts.store import open_artifact
 from pipeline.config import StoreParams
-from pipeline.data.catalog import fit_boxes
+from pipeline.data.catalog import check_declared_size, fit_boxes
 from pipeline.data.images import canvas_shape, resize_scale, resized_shape
+from pipeline.data.records import make_record
 from pipeline.data.synthetic import generate_synthetic
-from pipeline.errors import DatasetError
+from pipeline.errors import DatasetError, ParamError
 from stages.anchor_targets import label_anchors
 from stages.prepare import prepare_dataset
 from tests.conftest import TinyImage, tiny_images, with_data, write_coco, write_voc
@@ -38,6 +40,18 @@ def test_fit_boxes_clips_and_refuses_boxes_outside_the_image():
     with pytest.raises(DatasetError, match=r"a.xml: object 2 box \[60.0, 60.0, 70.0, 70.0\] lies "
                        "outside the 50x50 image"):  # fmt: skip
         fit_boxes(outside, 50, 50, "a.xml")
+
+
+def test_a_stated_image_size_must_be_the_displayed_one():
+    def record(declared):
+        return make_record("a", Path("a.jpg"), [], "a.xml", declared)
+
+    check_declared_size(record((40, 60)), (40, 60))
+    check_declared_size(record(None), (40, 60))  # COCO files may leave the size out
+    with pytest.raises(DatasetError, match="a.xml: states a 50x40 image but a.jpg is 60x40"):
+        check_declared_size(record((40, 50)), (40, 60))
+    with pytest.raises(DatasetError, match="swapped: annotated before the image's EXIF rotation"):
+        check_declared_size(record((60, 40)), (40, 60))
 
 
 def voc_params(params, root, **changes):
@@ -177,7 +191,26 @@ def test_anchor_target_artifact_matches_the_prepared_images(tmp_path, params):
     labels = group["labels"][...]
     assert counts["foreground"] == int((labels == 1).sum()) > 0
     assert counts["ignore"] + counts["background"] + counts["foreground"] == labels.size
+    train_boxes = sum(len(prepared.boxes(i)) for i in range(3))
+    assert counts["gt_boxes"] == train_boxes
+    assert 0 <= counts["gt_without_anchor"] <= counts["gt_below_fg_iou"] <= train_boxes
     for i in range(5):
         fg = labels[i] == 1
         assert fg.any() == bool(len(prepared.boxes(i)))
         assert np.abs(group["deltas"][i][~fg]).sum() == 0
+
+
+def test_anchors_that_are_never_background_are_refused(tmp_path, params):
+    # One object fills the 64 px image; each 48 px anchor inside it covers more than bg_iou.
+    image = TinyImage("a", 64, 64, [("cat", [0, 0, 64, 64], False)])
+    root = write_voc(
+        tmp_path / "voc", {"trainval": [image], "test": [dataclasses.replace(image, image_id="b")]}
+    )
+    prepare_dataset(voc_params(params, root).data, STORE, tmp_path / "p.zarr")
+    anchors = dataclasses.replace(params.anchors, scales=(3.0,))
+    with pytest.raises(ParamError, match=r"'anchors.scales' is \[3.0\]: no anchor is background"):
+        label_anchors(
+            PreparedDataset(tmp_path / "p.zarr"), False, anchors, params.anchor_targets, STORE,
+            tmp_path / "t.zarr",
+        )  # fmt: skip
+    assert not (tmp_path / "t.zarr").exists()

@@ -7,7 +7,13 @@ from hypothesis import strategies as st
 
 from pipeline.model.anchors import base_anchors, grid_anchors
 from pipeline.model.boxes import decode
-from pipeline.model.targets import BACKGROUND, FOREGROUND, IGNORE, anchor_targets
+from pipeline.model.targets import (
+    BACKGROUND,
+    FOREGROUND,
+    IGNORE,
+    anchor_targets,
+    best_anchor_iou,
+)
 
 
 def reference_targets(anchors, gts, height, width, fg_iou, bg_iou):
@@ -117,3 +123,13 @@ def test_a_gt_overlapping_no_inside_anchor_makes_no_foreground():
     labels, _ = anchor_targets(grid, gt, (40, 40), 0.7, 0.3)
     assert not (labels == FOREGROUND).any()
     assert (labels[inside] == BACKGROUND).all()
+
+
+def test_best_anchor_iou_is_each_boxs_best_inside_anchor():
+    grid = grid_anchors(base_anchors(16, (1.0,), (2.0,)), 4, 4, 16).reshape(-1, 4)
+    gt = torch.tensor([[8.0, 8.0, 40.0, 40.0], [8.0, 8.0, 24.0, 24.0], [50.0, 50.0, 56.0, 56.0]])
+    best = best_anchor_iou(grid, gt, (40, 40))
+    # In a 40 px image one anchor is inside, [8, 8, 40, 40]: the first box is it, the second a
+    # quarter of it, and the third lies beyond it.
+    torch.testing.assert_close(best, torch.tensor([1.0, 0.25, 0.0]))
+    assert len(best_anchor_iou(grid, torch.zeros(0, 4), (40, 40))) == 0

@@ -13,21 +13,26 @@ image's own size hold anchors that cross its border, which are ignored (-1) like
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 import zarr
 
 from pipeline.artifacts.integrity import CheckedArray
 from pipeline.artifacts.store import ArtifactWriter, Provenance, iter_blocks, open_artifact
 from pipeline.config import AnchorParams, AnchorTargetParams
+from pipeline.data.records import TRAIN
 from pipeline.data.views import ViewSet
 from pipeline.errors import ParamError
 from pipeline.layout import ANCHOR_TARGETS
 from pipeline.model.anchors import base_anchors, grid_anchors
-from pipeline.model.targets import IGNORE, anchor_targets
+from pipeline.model.targets import IGNORE, anchor_targets, best_anchor_iou
+
+log = logging.getLogger(__name__)
 
 
 def feature_grid(canvas: tuple[int, int], stride: int) -> tuple[int, int]:
@@ -53,6 +58,7 @@ def write_anchor_targets(
     base = base_anchors(anchors_params.stride, anchors_params.ratios, anchors_params.scales)
     anchors = grid_anchors(base, *grid, anchors_params.stride)
     flat_anchors = anchors.reshape(-1, 4)
+    coverage = anchor_coverage(views, flat_anchors, anchors_params, target_params)
     writer = ArtifactWriter(out, provenance)
     n, shape = len(views), (*grid, anchors_params.num_anchors)
     writer.array("views", views.views.shape, np.int64)[...] = views.views
@@ -73,15 +79,49 @@ def write_anchor_targets(
 
     writer.write_sharded({"labels": labels, "deltas": deltas}, targets_of, desc=provenance.stage)
     counts = _label_counts(labels)
-    for kind in ("foreground", "background"):
-        if counts[kind] == 0:  # the RPN would "train" on nothing, every loss 0
-            raise ParamError(
-                f"params.yaml: 'anchors.scales' is {list(anchors_params.scales)}: no anchor is "
-                f"{kind} in any image (anchors crossing the border are ignored); choose scales "
-                "that fit the images and objects"
-            )
-    writer.commit(summary={"counts": counts})
-    return counts
+    if counts["background"] == 0:  # the RPN would learn that everything is an object
+        raise ParamError(
+            f"params.yaml: 'anchors.scales' is {list(anchors_params.scales)}: no anchor is "
+            "background in any image (anchors crossing the border are ignored); choose scales "
+            "that fit the images and objects"
+        )
+    writer.commit(summary={"counts": counts, "coverage": coverage})
+    return {**counts, **coverage}
+
+
+def anchor_coverage(
+    views: ViewSet, flat_anchors: torch.Tensor, anchors: AnchorParams, targets: AnchorTargetParams
+) -> dict[str, int]:
+    """How many gt boxes of the train views reach `fg_iou` with some anchor, and how many no
+    anchor overlaps at all; said before any work, and refused when no box can be foreground."""
+    best = torch.cat(
+        [
+            best_anchor_iou(flat_anchors, views.boxes(v), views.size(v), targets.allowed_border)
+            for v in views.of_split(TRAIN)
+        ]
+    )
+    coverage = {
+        "gt_boxes": len(best),
+        "gt_below_fg_iou": int((best < targets.fg_iou).sum()),
+        "gt_without_anchor": int((best == 0).sum()),
+    }
+    if len(best) and coverage["gt_without_anchor"] == len(best):
+        raise ParamError(
+            f"params.yaml: 'anchors.scales' is {list(anchors.scales)}: no anchor inside an image "
+            f"overlaps any of the {len(best)} train boxes, so the RPN would see no foreground; "
+            "choose scales that fit the images and objects"
+        )
+    if coverage["gt_below_fg_iou"]:
+        log.warning(
+            "%s: %d of %d train boxes reach no anchor at IoU >= %g (their best anchor is their "
+            "only target); %d overlap no anchor at all",
+            ANCHOR_TARGETS.name,
+            coverage["gt_below_fg_iou"],
+            len(best),
+            targets.fg_iou,
+            coverage["gt_without_anchor"],
+        )
+    return coverage
 
 
 def _label_counts(labels: zarr.Array) -> dict[str, int]:

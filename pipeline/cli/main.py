@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from pipeline.artifacts.exported_model import load_detector
+from pipeline.artifacts.model_files import verify_model_file
 from pipeline.artifacts.store import verify_artifact
 from pipeline.cli.deps import deps_problems, format_deps, rewrite_code_deps
 from pipeline.cli.detect_images import detect_file, draw_results
@@ -50,16 +51,18 @@ def inspect(ctx: click.Context, path: str, as_json: bool, limit: int, all_items:
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.pass_context
 def verify(ctx: click.Context, paths: tuple[Path, ...]) -> None:
-    """Check every file of the artifacts at PATHS against what their stage wrote."""
+    """Check every file of the artifacts (Zarr folders or .pt model files) at PATHS against what
+    their stage wrote."""
     damaged = 0
     for path in paths:
-        files, problems = report_errors(ctx.obj["debug"], lambda p=path: verify_artifact(p))
+        check = verify_artifact if path.is_dir() else verify_model_file
+        files, problems = report_errors(ctx.obj["debug"], lambda p=path, c=check: c(p))
         for problem in problems:
             click.echo(f"error: {path}: {problem}", err=True)
         if problems:
             damaged += 1
         else:
-            click.echo(f"{path}: {files} files intact")
+            click.echo(f"{path}: {files} file{'' if files == 1 else 's'} intact")
     if damaged:
         click.echo(
             f"error: {damaged} of {len(paths)} artifacts damaged; restore them with "

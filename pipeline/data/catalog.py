@@ -79,6 +79,23 @@ def fit_boxes(boxes: np.ndarray, height: int, width: int, where: str) -> tuple[n
     return clipped, int((clipped != boxes).any(axis=1).sum())
 
 
+def check_declared_size(record: ImageRecord, displayed: tuple[int, int]) -> None:
+    """Refuse an annotation whose stated image size is not the image's: its boxes were drawn
+    on another picture (a resized copy, or the stored one before its EXIF rotation)."""
+    if record.declared_size is None or record.declared_size == displayed:
+        return
+    (height, width), (shown_h, shown_w) = record.declared_size, displayed
+    hint = (
+        "; width and height swapped: annotated before the image's EXIF rotation?"
+        if (height, width) == (shown_w, shown_h)
+        else ""
+    )
+    raise DatasetError(
+        f"{record.source}: states a {width}x{height} image but {record.path} is {shown_w}x"
+        f"{shown_h} as displayed{hint}"
+    )
+
+
 def plan_dataset(data: DataParams) -> DatasetPlan:
     """Read the annotations and image headers of the dataset `data` names."""
     classes = dataset_classes(data)
@@ -88,6 +105,7 @@ def plan_dataset(data: DataParams) -> DatasetPlan:
     for split, record in records:
         raw = read_image_bytes(record.path)
         sizes.append(image_size(raw, record.path))
+        check_declared_size(record, sizes[-1])
         hasher.update(f"{split}:{record.image_id}:".encode())
         hasher.update(hashlib.sha256(raw).digest())
         for array in (record.boxes, record.labels, record.difficult):

@@ -15,6 +15,7 @@ from pipeline.data.records import (
     check_box,
     make_record,
     parse_coordinate,
+    parse_side,
     read_text,
     safe_join,
 )
@@ -98,12 +99,14 @@ def read_coco_split(
         category_label[category["id"]] = index[category["name"]]
 
     files: dict[Any, Path] = {}
-    for image in data["images"]:
+    sizes: dict[Any, tuple[int, int] | None] = {}
+    for n, image in enumerate(data["images"]):
         if image["id"] in files:
             raise DatasetError(f"{annotations}: duplicate image id {image['id']!r}")
         files[image["id"]] = safe_join(
             image_dir, image["file_name"], f"{annotations}: image", within=root
         )
+        sizes[image["id"]] = _declared_size(image, f"{annotations}: images[{n}]")
     if not files:
         raise DatasetError(f"{annotations}: empty split, no images listed")
 
@@ -122,4 +125,16 @@ def read_coco_split(
         check_box(box, where)
         label = category_label[ann["category_id"]]
         objects[ann["image_id"]].append((box, label, bool(ann.get("iscrowd", 0))))
-    return [make_record(str(i), files[i], objects[i], f"{annotations}: image {i}") for i in files]
+    return [
+        make_record(str(i), files[i], objects[i], f"{annotations}: image {i}", sizes[i])
+        for i in files
+    ]
+
+
+def _declared_size(image: dict, where: str) -> tuple[int, int] | None:
+    """(height, width) from an image entry; optional in hand-made files, checked when given."""
+    if "width" not in image and "height" not in image:
+        return None
+    return parse_side(image.get("height"), where, "height"), parse_side(
+        image.get("width"), where, "width"
+    )

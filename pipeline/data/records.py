@@ -23,6 +23,7 @@ class ImageRecord:
     labels: np.ndarray  # [K] int64, index into the class list (0 is background)
     difficult: np.ndarray  # [K] bool
     source: str  # where the annotation came from, for error messages
+    declared_size: tuple[int, int] | None = None  # (height, width) the annotation states
 
 
 @dataclass(frozen=True)
@@ -45,11 +46,20 @@ def make_record(
     path: Path,
     objects: list[tuple[list[float], int, bool]],
     source: str,
+    declared_size: tuple[int, int] | None = None,
 ) -> ImageRecord:
     boxes = np.array([o[0] for o in objects], dtype=np.float32).reshape(-1, 4)
     labels = np.array([o[1] for o in objects], dtype=np.int64)
     difficult = np.array([o[2] for o in objects], dtype=bool)
-    return ImageRecord(image_id, path, boxes, labels, difficult, source)
+    return ImageRecord(image_id, path, boxes, labels, difficult, source, declared_size)
+
+
+def parse_side(raw: object, where: str, name: str) -> int:
+    """An image side stated by an annotation: a positive whole number of pixels."""
+    value = parse_coordinate(raw, where, name)
+    if value < 1 or value != int(value):
+        raise DatasetError(f"{where}: {name} is {raw!r}, not a positive whole number of pixels")
+    return int(value)
 
 
 def parse_coordinate(raw: object, where: str, name: str) -> float:

@@ -13,6 +13,7 @@ from pipeline.data.records import (
     ImageRecord,
     make_record,
     parse_coordinate,
+    parse_side,
     read_text,
     safe_join,
 )
@@ -75,8 +76,13 @@ def _read_annotation(
     except ET.ParseError as exc:
         raise DatasetError(f"{xml_path}: malformed XML ({exc})") from None
     root = tree.getroot()
-    if root.find("size") is None:
+    size = root.find("size")
+    if size is None:
         raise DatasetError(f"{xml_path}: no <size> element")
+    height, width = (
+        parse_side(size.findtext(tag), str(xml_path), f"<size><{tag}>")
+        for tag in ("height", "width")
+    )
     objects = []
     for n, obj in enumerate(root.iter("object"), start=1):
         where = f"{xml_path}: object {n}"
@@ -98,4 +104,4 @@ def _read_annotation(
         box = [xmin - 1, ymin - 1, xmax, ymax]
         difficult = (obj.findtext("difficult") or "0").strip() == "1"
         objects.append((box, index[name], difficult))
-    return make_record(image_id, image_path, objects, str(xml_path))
+    return make_record(image_id, image_path, objects, str(xml_path), (height, width))

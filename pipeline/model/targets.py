@@ -53,6 +53,21 @@ def anchor_targets(
     return labels, deltas
 
 
+def best_anchor_iou(
+    anchors: Tensor, gt_boxes: Tensor, image_size: tuple[int, int], allowed_border: float = 0
+) -> Tensor:
+    """[G] the highest IoU each gt box reaches with an anchor inside the image.
+
+    Below `fg_iou` a box is foreground only through its best anchors (a weak, single-scale
+    target); at 0 no anchor can learn it at all, which anchor scales that do not fit the objects
+    cause.
+    """
+    inside = inside_image(anchors, *image_size, allowed_border)
+    if len(gt_boxes) == 0 or not bool(inside.any()):
+        return torch.zeros(len(gt_boxes))
+    return box_iou(gt_boxes, anchors[inside]).max(dim=1).values
+
+
 def proposal_targets(
     proposals: Tensor,
     gt_boxes: Tensor,

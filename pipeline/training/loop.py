@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from pipeline.artifacts.model_files import atomic_save, safe_load
 from pipeline.config import StepParams, TrainParams
-from pipeline.errors import FrcnnError
+from pipeline.errors import ArtifactError, FrcnnError
 from pipeline.seeds import derived_seed
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,10 @@ def train(run: TrainingRun, device: torch.device) -> list[dict[str, float]]:
     optimizer = _optimizer(run.module, run.common, run.step)
     start, history, sums = 0, [], {}
     if checkpoint_path.exists():
-        checkpoint = safe_load(checkpoint_path)
+        try:
+            checkpoint = safe_load(checkpoint_path)
+        except ArtifactError as exc:
+            raise ArtifactError(f"{exc}; delete it to start {run.stage} over") from None
         if checkpoint.get("fingerprint") == run.fingerprint:
             run.module.load_state_dict(checkpoint["model"])
             optimizer.load_state_dict(checkpoint["optimizer"])
