@@ -138,6 +138,14 @@ class BackboneParams:
 
 
 @dataclass(frozen=True)
+class PretrainParams:
+    crop_size: int = _checked(lambda v: v >= 32 and v % 16 == 0, "a multiple of 16, >= 32")
+    background_crops: int = _positive_int()
+    background_iou: float = _positive_fraction()
+    jitter: float = _checked(lambda v: 0 <= v < 0.5, "a number in [0, 0.5)")
+
+
+@dataclass(frozen=True)
 class RPNParams:
     channels: int = _positive_int()
     batch_size: int = _positive_int()
@@ -187,6 +195,7 @@ class StepParams:
         lambda v: all(x > 0 for x in v) and list(v) == sorted(v), "increasing iterations > 0"
     )
     lr_gamma: float = _checked(lambda v: 0 < v <= 1, "a number in (0, 1]")
+    warmup: int = _non_negative_int()  # iterations of linear ramp up to lr
 
 
 @dataclass(frozen=True)
@@ -199,6 +208,7 @@ class TrainParams:
     weight_decay: float = _checked(lambda v: v >= 0, "a number >= 0")
     checkpoint_every: int = _positive_int()
     log_every: int = _positive_int()
+    pretrain: StepParams
     step1: StepParams
     step2: StepParams
     step3: StepParams
@@ -221,6 +231,7 @@ class Params:
     anchors: AnchorParams
     anchor_targets: AnchorTargetParams
     backbone: BackboneParams
+    pretrain: PretrainParams
     rpn: RPNParams
     proposals: ProposalParams
     roi: RoIParams

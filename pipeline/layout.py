@@ -21,6 +21,7 @@ DATA = Path("data")
 GENERATE = Stage("generate", DATA / "raw" / "synthetic")
 PREPARE = Stage("prepare", DATA / "prepared.zarr")
 ANCHOR_TARGETS = Stage("anchor_targets", DATA / "anchor_targets.zarr")
+PRETRAIN = Stage("pretrain", DATA / "pretrain" / "backbone.pt")
 STEP1_RPN = Stage("step1_rpn", DATA / "step1" / "rpn.pt")
 STEP1_PROPOSALS = Stage("step1_proposals", DATA / "step1" / "proposals.zarr")
 STEP1_TEST_PROPOSALS = Stage("step1_test_proposals", DATA / "step1" / "test_proposals.zarr")
@@ -40,6 +41,7 @@ STAGES = (
     GENERATE,
     PREPARE,
     ANCHOR_TARGETS,
+    PRETRAIN,
     STEP1_RPN,
     STEP1_PROPOSALS,
     STEP1_TEST_PROPOSALS,

@@ -8,7 +8,7 @@ from pipeline.config import Params, to_dict
 from pipeline.data.records import TRAIN
 from pipeline.data.views import ViewSet
 from pipeline.devices import resolve_device
-from pipeline.layout import ANCHOR_TARGETS, PREPARE, STEP1_RPN
+from pipeline.layout import ANCHOR_TARGETS, PREPARE, PRETRAIN, STEP1_RPN
 from pipeline.model.rpn import build_rpn
 from pipeline.runner import stage_command
 from pipeline.training.backbone_features import BackboneFeatures, initial_backbone
@@ -28,7 +28,7 @@ def run(params: Params) -> dict:
         },
     )
     views = ViewSet(prepared, targets.views)
-    backbone = initial_backbone(params)
+    backbone, pretrained = initial_backbone(params)
     seeded_init(params, STEP1_RPN)
     rpn = build_rpn(params.anchors, params.rpn, backbone.out_channels)
     features = BackboneFeatures(backbone, views, device, params.train.channels_last)
@@ -44,7 +44,7 @@ def run(params: Params) -> dict:
             "rpn": to_dict(params.rpn),
             "anchors": to_dict(params.anchors),
         },
-        inputs={ANCHOR_TARGETS.name: targets.fingerprint},
+        inputs={ANCHOR_TARGETS.name: targets.fingerprint, PRETRAIN.name: pretrained},
         device=device,
     )
 

@@ -8,7 +8,7 @@ from pipeline.artifacts.proposal_targets import ProposalTargets
 from pipeline.config import Params, to_dict
 from pipeline.data.views import ViewSet
 from pipeline.devices import resolve_device
-from pipeline.layout import PREPARE, STEP1_PROPOSAL_TARGETS, STEP2_FAST_RCNN
+from pipeline.layout import PREPARE, PRETRAIN, STEP1_PROPOSAL_TARGETS, STEP2_FAST_RCNN
 from pipeline.model.roi_head import build_head
 from pipeline.runner import stage_command
 from pipeline.training.backbone_features import BackboneFeatures, initial_backbone
@@ -22,7 +22,7 @@ def run(params: Params) -> dict:
     prepared = PreparedDataset(PREPARE.out)
     targets = ProposalTargets(STEP1_PROPOSAL_TARGETS.out, STEP1_PROPOSAL_TARGETS.name)
     views = ViewSet(prepared, targets.views)
-    backbone = initial_backbone(params)
+    backbone, pretrained = initial_backbone(params)
     seeded_init(params, STEP2_FAST_RCNN)
     head = build_head(
         params.backbone, params.roi, backbone.out_channels, len(prepared.classes), backbone.stride
@@ -36,7 +36,7 @@ def run(params: Params) -> dict:
         np.arange(len(views)),  # proposal targets hold the train views only
         params,
         sections={"backbone": to_dict(params.backbone), "roi": to_dict(params.roi)},
-        inputs={STEP1_PROPOSAL_TARGETS.name: targets.fingerprint},
+        inputs={STEP1_PROPOSAL_TARGETS.name: targets.fingerprint, PRETRAIN.name: pretrained},
         device=device,
     )
 

@@ -29,13 +29,15 @@ TINY = {
     "store": {"shard_size": 4},
     "anchors": {"scales": [1, 2, 4]},
     "backbone": {"width": 8},
+    "pretrain": {"crop_size": 32},
     "rpn": {"channels": 32, "batch_size": 64},
     "proposals": {"train_pre_nms": 600, "train_post_nms": 100, "test_pre_nms": 300,
                   "test_post_nms": 50},
     "roi": {"fc_dim": 64, "batch_size": 32},
     "train": {"device": "cpu", "checkpoint_every": 5, "log_every": 2,
-              **{f"step{i}": {"iterations": 10, "images_per_batch": 2, "lr": 0.01,
-                              "lr_steps": [8], "lr_gamma": 0.1} for i in (1, 2, 3, 4)}},
+              **{step: {"iterations": 10, "images_per_batch": 2, "lr": 0.01, "lr_steps": [8],
+                        "lr_gamma": 0.1, "warmup": 2}
+                 for step in ("pretrain", "step1", "step2", "step3", "step4")}},
 }  # fmt: skip
 
 

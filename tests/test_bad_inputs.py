@@ -74,8 +74,8 @@ def prepared_project(root: Path) -> None:
     """Run the data stages for real, so that a training stage gets as far as its own inputs."""
     with inside(root):
         params = parse_params(params_of(root))
-        for stage in (stage_function("prepare"), stage_function("anchor_targets")):
-            stage(params)
+        for stage in ("prepare", "anchor_targets", "pretrain"):
+            stage_function(stage)(params)
 
 
 def with_prepared(changes: dict) -> Callable[[Path], None]:

@@ -31,7 +31,7 @@ def tiny_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny")
     p = tiny_params()
     with inside(root):
-        for stage in (layout.GENERATE, layout.PREPARE, layout.ANCHOR_TARGETS):
+        for stage in (layout.GENERATE, layout.PREPARE, layout.ANCHOR_TARGETS, layout.PRETRAIN):
             stage_function(stage.name)(p)
     return root, p
 
@@ -40,7 +40,8 @@ def rpn_run(root: Path, p, work: Path, iterations: int, lr: float = 0.01) -> Tra
     prepared = PreparedDataset(root / layout.PREPARE.out)
     targets = AnchorTargets(root / layout.ANCHOR_TARGETS.out)
     views = ViewSet(prepared, targets.views)
-    backbone = initial_backbone(p)
+    with inside(root):
+        backbone, _ = initial_backbone(p)
     torch.manual_seed(1)
     rpn = build_rpn(p.anchors, p.rpn, backbone.out_channels)
     step = dataclasses.replace(p.train.step1, iterations=iterations, lr=lr, lr_steps=())
@@ -185,8 +186,17 @@ def test_data_order_covers_each_view_once_per_epoch():
 
 
 def test_step_learning_rate():
-    step = dataclasses.replace(tiny_params().train.step1, lr=0.1, lr_steps=(5, 8), lr_gamma=0.1)
+    step = dataclasses.replace(
+        tiny_params().train.step1, lr=0.1, lr_steps=(5, 8), lr_gamma=0.1, warmup=0
+    )
     assert [round(lr_at(i, step), 6) for i in (0, 4, 5, 7, 8)] == [0.1, 0.1, 0.01, 0.01, 0.001]
+
+
+def test_warmup_ramps_linearly_from_a_tenth_of_the_lr():
+    step = dataclasses.replace(
+        tiny_params().train.step1, lr=0.1, lr_steps=(8,), lr_gamma=0.1, warmup=4
+    )
+    assert [round(lr_at(i, step), 6) for i in (0, 2, 4, 8)] == [0.01, 0.055, 0.1, 0.01]
 
 
 def test_ctrl_c_checkpoints_the_finished_iteration_and_resumes_exactly(tiny_data, tmp_path):

@@ -4,21 +4,27 @@ images, with grad as it trains. (Steps 3 and 4 read features from the cache inst
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import Tensor
 
+from pipeline.artifacts.model_files import load_model
+from pipeline.artifacts.store import expect_params
 from pipeline.config import Params
 from pipeline.data.views import ViewSet, batch_images
+from pipeline.layout import PRETRAIN
 from pipeline.model.backbones import Backbone, build_backbone
-from pipeline.seeds import derived_seed
 
 
-def initial_backbone(params: Params) -> Backbone:
-    """Steps 1 and 2 both start from this one (the paper: from ImageNet, not from each other)."""
-    torch.manual_seed(derived_seed(params.train.seed, "initial_backbone"))
-    backbone = build_backbone(params.backbone)
+def initial_backbone(params: Params) -> tuple[Backbone, str]:
+    """The backbone steps 1 and 2 both start from (the paper: from ImageNet, not from each
+    other): the `pretrain` stage's, and its fingerprint for their provenance."""
+    saved = load_model(PRETRAIN.out, PRETRAIN.name, expect_params(params, "backbone"))
+    backbone = build_backbone(dataclasses.replace(params.backbone, weights=None))
+    backbone.load_state_dict(saved["parts"]["backbone"])
     backbone.freeze_below(params.backbone.freeze_below)
-    return backbone
+    return backbone, saved["fingerprint"]
 
 
 class BackboneFeatures:

@@ -52,7 +52,11 @@ def batch_at(iteration: int, batch_size: int, views: np.ndarray, seed: int) -> l
 
 
 def lr_at(iteration: int, step: StepParams) -> float:
-    return step.lr * step.lr_gamma ** sum(iteration >= s for s in step.lr_steps)
+    """Linear warm-up from lr / 10 over `warmup` iterations, then step decay."""
+    decayed = step.lr * step.lr_gamma ** sum(iteration >= s for s in step.lr_steps)
+    if iteration < step.warmup:
+        return decayed * (0.1 + 0.9 * iteration / step.warmup)
+    return decayed
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,58 @@
+"""pretrain: the backbone that steps 1 and 2 both start from (the paper: ImageNet weights).
+
+With `backbone.weights` naming a file, those weights are the start and nothing trains. Without,
+the backbone learns to classify crops of the train split's objects and of background first,
+so that neither step trains a backbone from random weights.
+"""
+
+from torch import nn
+
+from pipeline.artifacts.model_files import save_model
+from pipeline.artifacts.prepared import PreparedDataset
+from pipeline.artifacts.store import Provenance
+from pipeline.config import Params, to_dict
+from pipeline.data.records import TRAIN
+from pipeline.data.views import ViewSet, make_views
+from pipeline.devices import resolve_device
+from pipeline.layout import PREPARE, PRETRAIN
+from pipeline.model.backbones import build_backbone
+from pipeline.runner import stage_command
+from pipeline.training.pretrain_objective import CropClassification
+from pipeline.training.train_and_save import seeded_init, train_and_save
+
+
+def run(params: Params) -> dict:
+    """Write the initial backbone: the given weights, or one pretrained on crops."""
+    seeded_init(params, PRETRAIN)
+    backbone = build_backbone(params.backbone)
+    if params.backbone.weights is not None:
+        provenance = Provenance.of_stage(
+            PRETRAIN, params={"backbone": to_dict(params.backbone)}, inputs={}
+        )
+        save_model(PRETRAIN.out, provenance, {"backbone": backbone.state_dict()})
+        return {"weights": params.backbone.weights}
+    device = resolve_device(params.train.device)
+    prepared = PreparedDataset(PREPARE.out)
+    views = ViewSet(prepared, make_views(prepared.split, params.augment.flip))
+    classifier = nn.Linear(backbone.out_channels, len(prepared.classes))  # with background
+    return train_and_save(
+        PRETRAIN,
+        "pretrain",
+        {"backbone": backbone, "classifier": classifier},
+        CropClassification(backbone, classifier, views, params.pretrain, device),
+        views.of_split(TRAIN),
+        params,
+        sections={
+            "backbone": to_dict(params.backbone),
+            "pretrain": to_dict(params.pretrain),
+            "augment": to_dict(params.augment),
+        },
+        inputs={PREPARE.name: prepared.fingerprint},
+        device=device,
+    )
+
+
+main = stage_command(PRETRAIN, run)
+
+if __name__ == "__main__":
+    main()

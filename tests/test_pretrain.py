@@ -1,0 +1,117 @@
+"""The `pretrain` stage and its crops: object crops frame their object, background crops miss
+every object, the classifier learns, and given weights are used as they are."""
+
+import dataclasses
+
+import pytest
+import torch
+import torchvision
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torchvision.ops import box_iou
+
+from pipeline import layout
+from pipeline.artifacts.model_files import load_model
+from pipeline.model.crops import background_boxes, crop_images, jitter_boxes
+from pipeline.training.backbone_features import initial_backbone
+from tests.conftest import inside, stage_function, tiny_params
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    st.integers(32, 300),
+    st.integers(32, 300),
+    st.lists(st.tuples(st.floats(0, 0.8), st.floats(0, 0.8), st.floats(0.05, 0.2)), max_size=5),
+    st.integers(0, 2**31),
+)
+def test_background_boxes_lie_inside_and_miss_every_object(height, width, objects, seed):
+    gt = torch.tensor(
+        [[x * width, y * height, (x + s) * width, (y + s) * height] for x, y, s in objects]
+    ).reshape(-1, 4)
+    boxes = background_boxes((height, width), gt, 6, 0.3, 16, torch.Generator().manual_seed(seed))
+    assert len(boxes) <= 6
+    assert (boxes[:, 0] >= 0).all() and (boxes[:, 1] >= 0).all()
+    assert (boxes[:, 2] <= width + 1e-3).all() and (boxes[:, 3] <= height + 1e-3).all()
+    assert ((boxes[:, 2:] - boxes[:, :2]) > 0).all()
+    if len(gt) and len(boxes):
+        assert (box_iou(boxes, gt) < 0.3).all()
+
+
+def test_an_empty_image_gets_all_its_background_crops():
+    boxes = background_boxes((100, 120), torch.zeros(0, 4), 5, 0.3, 16, torch.Generator())
+    assert len(boxes) == 5
+
+
+def test_jittered_boxes_stay_close_to_their_object():
+    box = torch.tensor([[10.0, 20.0, 50.0, 100.0]])
+    jittered = jitter_boxes(box.expand(200, 4), 0.1, torch.Generator().manual_seed(0))
+    assert not torch.equal(jittered, box.expand(200, 4))
+    assert (box_iou(jittered, box) > 0.6).all()
+    assert torch.equal(jitter_boxes(box, 0.0, torch.Generator()), box)
+
+
+def test_crops_resample_the_box_region():
+    image = torch.zeros(1, 3, 64, 80)
+    image[:, :, 16:48, 20:60] = 1.0  # a bright 40 x 32 block
+    crops = crop_images(image, [torch.tensor([[20.0, 16.0, 60.0, 48.0], [0, 0, 16, 16]])], 32)
+    assert crops.shape == (2, 3, 32, 32)
+    # Bilinear samples on the block's edge mix in the dark around it; inside it is all block.
+    assert torch.allclose(crops[0, :, 1:-1, 1:-1], torch.ones(3, 30, 30))
+    assert torch.allclose(crops[1], torch.zeros(3, 32, 32))
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pretrain")
+    with inside(root):
+        for stage in (layout.GENERATE, layout.PREPARE):
+            stage_function(stage.name)(tiny_params())
+    return root
+
+
+@pytest.mark.slow
+def test_pretraining_learns_to_classify_crops_and_steps_1_and_2_start_from_it(prepared):
+    p = tiny_params()
+    schedule = dataclasses.replace(p.train.pretrain, iterations=60, lr=0.02, lr_steps=())
+    p = dataclasses.replace(p, train=dataclasses.replace(p.train, pretrain=schedule))
+    with inside(prepared):
+        last = stage_function("pretrain")(p)
+        history = [
+            row["loss/crop_classification"] for row in _history(layout.live_log(layout.PRETRAIN))
+        ]
+        saved = load_model(layout.PRETRAIN.out, "pretrain")
+        backbone, fingerprint = initial_backbone(p)
+    assert set(saved["parts"]) == {"backbone", "classifier"}
+    assert saved["parts"]["classifier"]["weight"].shape[0] == 7  # six shapes and background
+    assert sum(history[-5:]) / 5 < 0.7 * sum(history[:5]) / 5, history
+    assert last["loss/crop_classification"] == history[-1]
+    assert fingerprint == saved["fingerprint"]
+    for key, value in backbone.state_dict().items():
+        assert torch.equal(value, saved["parts"]["backbone"][key]), key
+
+
+def _history(live):
+    import csv
+
+    path = live / "plots" / "metrics" / "loss" / "crop_classification.tsv"
+    with path.open() as rows:
+        return [{"loss/crop_classification": float(r["crop_classification"])} for r in
+                csv.DictReader(rows, delimiter="\t")]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_given_weights_are_the_start_and_nothing_trains(tmp_path):
+    path = tmp_path / "vgg16.pth"
+    torch.manual_seed(0)
+    state = torchvision.models.vgg16().state_dict()
+    torch.save(state, path)
+    p = tiny_params()
+    backbone = dataclasses.replace(p.backbone, name="vgg16", weights=str(path))
+    p = dataclasses.replace(p, backbone=backbone)
+    with inside(tmp_path):  # no prepared dataset here: nothing may read one
+        assert stage_function("pretrain")(p) == {"weights": str(path)}
+        saved = load_model(layout.PRETRAIN.out, "pretrain")
+    assert set(saved["parts"]) == {"backbone"}
+    assert torch.equal(
+        saved["parts"]["backbone"]["body.conv1_1.weight"], state["features.0.weight"]
+    )
