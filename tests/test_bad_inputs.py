@@ -268,6 +268,10 @@ CASES = [
     Case("stale input artifact",
          lambda r: (prepared_project(r), set_params(r, {"anchors": {"scales": [2, 4]}})),
          "data/anchor_targets.zarr: stale, params.anchors is", "step1_rpn", layout.STEP1_RPN.out),
+    Case("initial backbone of other backbone params",
+         lambda r: (prepared_project(r), set_params(r, {"backbone": {"width": 16}})),
+         "data/pretrain/backbone.pt: stale, params.backbone is", "step1_rpn",
+         layout.STEP1_RPN.out),
 ]  # fmt: skip
 
 

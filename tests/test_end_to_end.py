@@ -235,6 +235,7 @@ __import__(f"stages.{stage}", fromlist=["main"]).main()
 KILL_MOMENTS = {
     "prepare": [("shard_unmarked", 2), ("before_commit", 1), ("inside_rename", 1)],
     "anchor_targets": [("shard_unmarked", 1), ("shard_unmarked", 3), ("before_cleanup", 1)],
+    "pretrain": [("checkpoint_replace", 1), ("model_replace", 1)],
     "step1_rpn": [("checkpoint_replace", 1), ("checkpoint_replace", 2), ("model_replace", 1)],
     "step1_proposals": [("inside_rename", 1), ("before_cleanup", 1)],
     "step1_proposal_targets": [("shard_unmarked", 2), ("before_commit", 1)],
