@@ -90,9 +90,8 @@ def with_prepared(changes: dict) -> Callable[[Path], None]:
 
 
 def vgg_weights(root: Path, state: object) -> None:
-    prepared_project(root)
     torch.save(state, root / "weights.pth")
-    set_params(root, {"backbone": {"name": "vgg16", "weights": "weights.pth"}})
+    with_prepared({"backbone": {"name": "vgg16", "weights": "weights.pth"}})(root)
 
 
 def corrupt_checkpoint(root: Path) -> None:
@@ -242,13 +241,12 @@ CASES = [
     Case("params: fg fraction > 1", lambda r: set_params(r, {"rpn": {"fg_fraction": 1.5}}),
          "params.yaml: 'rpn.fg_fraction' is 1.5; allowed: a number in [0, 1]"),
     Case("backbone weights file missing",
-         lambda r: (prepared_project(r), set_params(r, {"backbone": {"name": "vgg16",
-                                                                      "weights": "no.pth"}})),
-         "params.yaml: 'backbone.weights' file no.pth does not exist", "step1_rpn",
-         layout.STEP1_RPN.out),
+         with_prepared({"backbone": {"name": "vgg16", "weights": "no.pth"}}),
+         "params.yaml: 'backbone.weights' file no.pth does not exist", "pretrain",
+         layout.PRETRAIN.out),
     Case("backbone weights of another architecture",
          lambda r: vgg_weights(r, torchvision.models.resnet18().state_dict()),
-         "weights.pth: not torchvision VGG16 weights", "step1_rpn", layout.STEP1_RPN.out),
+         "weights.pth: not torchvision VGG16 weights", "pretrain", layout.PRETRAIN.out),
     Case("checkpoint that is not a checkpoint", corrupt_checkpoint,
          "data/step1/rpn.pt.partial/checkpoint.pt: not a checkpoint or model file",
          "step1_rpn", layout.STEP1_RPN.out),

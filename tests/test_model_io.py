@@ -86,7 +86,7 @@ def test_verify_checks_model_files_too(tmp_path):
     path = tmp_path / "rpn.pt"
     save_model(path, PROVENANCE, {"rpn": {"w": torch.ones(64)}})
     result = CliRunner().invoke(main, ["verify", str(path)])
-    assert result.exit_code == 0 and f"{path}: 1 files intact" in result.output
+    assert result.exit_code == 0 and f"{path}: 1 file intact" in result.output
     flip_a_weight(path)
     result = CliRunner().invoke(main, ["verify", str(path)])
     assert result.exit_code == 1
