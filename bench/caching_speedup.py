@@ -49,7 +49,7 @@ def main(rounds: int, iterations: int) -> None:
     classes = len(prepared.classes)
 
     def image_backbone() -> Backbone:
-        return initial_backbone(params).to(device)
+        return initial_backbone(params)[0].to(device)
 
     backbone1, backbone2 = image_backbone(), image_backbone()
     rpn1 = build_rpn(params.anchors, params.rpn, backbone1.out_channels).to(device)
