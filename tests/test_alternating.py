@@ -192,7 +192,7 @@ def test_detect_on_files_agrees_with_the_evaluation_and_skips_bad_images(tiny_pi
 
 def test_export_refuses_parts_made_with_other_params(tiny_pipeline):
     root, p = tiny_pipeline
-    other_roi = dataclasses.replace(p, roi=dataclasses.replace(p.roi, pool="roi_align"))
+    other_roi = dataclasses.replace(p, roi=dataclasses.replace(p.roi, size=p.roi.size + 1))
     other_anchors = dataclasses.replace(
         p, anchors=dataclasses.replace(p.anchors, scales=(2.0, 4.0, 8.0))
     )
