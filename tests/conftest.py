@@ -175,3 +175,15 @@ def write_coco(root: Path, splits: dict[str, list[TinyImage]], classes: tuple[st
 
 def with_data(params: Params, **changes: object) -> Params:
     return dataclasses.replace(params, data=dataclasses.replace(params.data, **changes))
+
+
+def vgg16_weights_file(path: Path) -> dict:
+    """A torchvision VGG16 state dict (seeded random, standing in for ImageNet's) saved at
+    `path`; returns it."""
+    import torch
+    import torchvision
+
+    torch.manual_seed(0)
+    state = torchvision.models.vgg16().state_dict()
+    torch.save(state, path)
+    return state

@@ -9,7 +9,7 @@ import torchvision
 
 from pipeline.errors import ParamError
 from pipeline.model.backbones import build_backbone, head_fc_layers
-from tests.conftest import tiny_params
+from tests.conftest import tiny_params, vgg16_weights_file
 
 
 def backbone_params(**changes):
@@ -65,9 +65,7 @@ def test_a_malicious_pickle_is_refused_not_executed(tmp_path):
 @pytest.mark.slow
 def test_vgg16_weights_fill_the_convs_and_fc6_fc7(tmp_path):
     path = tmp_path / "vgg16.pth"
-    torch.manual_seed(0)
-    state = torchvision.models.vgg16().state_dict()
-    torch.save(state, path)
+    state = vgg16_weights_file(path)
     params = backbone_params(name="vgg16", weights=str(path))
     backbone = build_backbone(params)
     assert torch.equal(backbone.body.conv1_1.weight, state["features.0.weight"])

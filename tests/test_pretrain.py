@@ -5,7 +5,6 @@ import dataclasses
 
 import pytest
 import torch
-import torchvision
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torchvision.ops import box_iou
@@ -14,7 +13,7 @@ from pipeline import layout
 from pipeline.artifacts.model_files import load_model
 from pipeline.model.crops import background_boxes, crop_images, jitter_boxes
 from pipeline.training.backbone_features import initial_backbone
-from tests.conftest import inside, stage_function, tiny_params
+from tests.conftest import inside, stage_function, tiny_params, vgg16_weights_file
 
 
 @settings(max_examples=50, deadline=None)
@@ -102,9 +101,7 @@ def _history(live):
 @pytest.mark.slow
 def test_given_weights_are_the_start_and_nothing_trains(tmp_path):
     path = tmp_path / "vgg16.pth"
-    torch.manual_seed(0)
-    state = torchvision.models.vgg16().state_dict()
-    torch.save(state, path)
+    state = vgg16_weights_file(path)
     p = tiny_params()
     backbone = dataclasses.replace(p.backbone, name="vgg16", weights=str(path))
     p = dataclasses.replace(p, backbone=backbone)
