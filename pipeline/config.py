@@ -204,6 +204,8 @@ class TrainParams:
     device: Literal["auto", "cpu", "cuda"]
     amp: Literal["fp32", "bf16", "fp16"]  # "off" would read as false in YAML 1.1
     channels_last: bool
+    deterministic: bool  # GPU: deterministic kernels instead of cudnn's fastest (autotuned)
+    workers: int = _non_negative_int()  # DataLoader processes reading ahead (0: none)
     momentum: float = _checked(lambda v: 0 <= v < 1, "a number in [0, 1)")
     weight_decay: float = _checked(lambda v: v >= 0, "a number >= 0")
     checkpoint_every: int = _positive_int()

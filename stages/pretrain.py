@@ -17,7 +17,7 @@ from pipeline.devices import resolve_device
 from pipeline.layout import PREPARE, PRETRAIN
 from pipeline.model.backbones import build_backbone
 from pipeline.runner import stage_command
-from pipeline.training.pretrain_objective import CropClassification
+from pipeline.training.pretrain_objective import CropClassification, ObjectBatch
 from pipeline.training.train_and_save import seeded_init, train_and_save
 
 
@@ -39,7 +39,8 @@ def run(params: Params) -> dict:
         PRETRAIN,
         "pretrain",
         {"backbone": backbone, "classifier": classifier},
-        CropClassification(backbone, classifier, views, params.pretrain, device),
+        ObjectBatch(views),
+        CropClassification(backbone, classifier, params.pretrain, device),
         views.of_split(TRAIN),
         params,
         sections={

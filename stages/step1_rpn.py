@@ -6,13 +6,13 @@ from pipeline.artifacts.prepared import PreparedDataset
 from pipeline.artifacts.store import expect_params
 from pipeline.config import Params, to_dict
 from pipeline.data.records import TRAIN
-from pipeline.data.views import ViewSet
+from pipeline.data.views import ViewImages, ViewSet
 from pipeline.devices import resolve_device
 from pipeline.layout import ANCHOR_TARGETS, PREPARE, PRETRAIN, STEP1_RPN
 from pipeline.model.rpn import build_rpn
 from pipeline.runner import stage_command
 from pipeline.training.backbone_features import BackboneFeatures, initial_backbone
-from pipeline.training.rpn_objective import RPNLoss
+from pipeline.training.rpn_objective import AnchorTargetBatch, RPNLoss
 from pipeline.training.train_and_save import seeded_init, train_and_save
 
 
@@ -31,12 +31,13 @@ def run(params: Params) -> dict:
     backbone, pretrained = initial_backbone(params)
     seeded_init(params, STEP1_RPN)
     rpn = build_rpn(params.anchors, params.rpn, backbone.out_channels)
-    features = BackboneFeatures(backbone, views, device, params.train.channels_last)
+    features = BackboneFeatures(backbone, device, params.train.channels_last)
     return train_and_save(
         STEP1_RPN,
         "step1",
         {"backbone": backbone, "rpn": rpn},
-        RPNLoss(rpn, features, targets, params.rpn),
+        AnchorTargetBatch(ViewImages(views), targets),
+        RPNLoss(rpn, features, params.rpn),
         views.of_split(TRAIN),
         params,
         sections={

@@ -6,13 +6,13 @@ import numpy as np
 from pipeline.artifacts.prepared import PreparedDataset
 from pipeline.artifacts.proposal_targets import ProposalTargets
 from pipeline.config import Params, to_dict
-from pipeline.data.views import ViewSet
+from pipeline.data.views import ViewImages, ViewSet
 from pipeline.devices import resolve_device
 from pipeline.layout import PREPARE, PRETRAIN, STEP1_PROPOSAL_TARGETS, STEP2_FAST_RCNN
 from pipeline.model.roi_head import build_head
 from pipeline.runner import stage_command
 from pipeline.training.backbone_features import BackboneFeatures, initial_backbone
-from pipeline.training.fast_rcnn_objective import FastRCNNLoss
+from pipeline.training.fast_rcnn_objective import FastRCNNLoss, ProposalTargetBatch
 from pipeline.training.train_and_save import seeded_init, train_and_save
 
 
@@ -27,12 +27,13 @@ def run(params: Params) -> dict:
     head = build_head(
         params.backbone, params.roi, backbone.out_channels, len(prepared.classes), backbone.stride
     )
-    features = BackboneFeatures(backbone, views, device, params.train.channels_last)
+    features = BackboneFeatures(backbone, device, params.train.channels_last)
     return train_and_save(
         STEP2_FAST_RCNN,
         "step2",
         {"backbone": backbone, "head": head},
-        FastRCNNLoss(head, features, targets, params.roi),
+        ProposalTargetBatch(ViewImages(views), targets),
+        FastRCNNLoss(head, features, params.roi),
         np.arange(len(views)),  # proposal targets hold the train views only
         params,
         sections={"backbone": to_dict(params.backbone), "roi": to_dict(params.roi)},

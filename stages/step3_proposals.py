@@ -31,12 +31,18 @@ def propose_split(params: Params, stage: Stage, split: int) -> dict:
     rpn.load_state_dict(saved["parts"]["rpn"])
     rpn.eval().to(device)
     views = ViewSet(prepared, split_views(prepared.split, params.augment.flip, split))
-    cached = CachedFeatures(cache, device, view_rows(views.views, cache.views, str(cache.path)))
+    cached = CachedFeatures(cache, view_rows(views.views, cache.views, str(cache.path)))
     train = split == TRAIN
 
     def propose(v: int) -> tuple[torch.Tensor, torch.Tensor]:
         return view_proposals(
-            rpn, cached([v]), params.anchors, params.proposals, views.size(v), views.scale(v), train
+            rpn,
+            cached([v]).to(device),
+            params.anchors,
+            params.proposals,
+            views.size(v),
+            views.scale(v),
+            train,
         )
 
     inputs = {STEP3_RPN.name: saved["fingerprint"], STEP3_FEATURES.name: cache.fingerprint}

@@ -15,7 +15,8 @@ from pipeline.errors import ArtifactError
 from pipeline.layout import ANCHOR_TARGETS, PREPARE, STEP3_FEATURES, STEP3_RPN
 from pipeline.model.rpn import build_rpn
 from pipeline.runner import stage_command
-from pipeline.training.rpn_objective import RPNLoss
+from pipeline.training.feeding import on_device
+from pipeline.training.rpn_objective import AnchorTargetBatch, RPNLoss
 from pipeline.training.train_and_save import seeded_init, train_and_save
 
 
@@ -45,7 +46,8 @@ def run(params: Params) -> dict:
         STEP3_RPN,
         "step3",
         {"rpn": rpn},
-        RPNLoss(rpn, CachedFeatures(cache, device), targets, params.rpn),
+        AnchorTargetBatch(CachedFeatures(cache), targets),
+        RPNLoss(rpn, on_device(device), params.rpn),
         views.of_split(TRAIN),
         params,
         sections={"rpn": to_dict(params.rpn), "anchors": to_dict(params.anchors)},

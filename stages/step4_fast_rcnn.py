@@ -22,7 +22,8 @@ from pipeline.layout import (
 )
 from pipeline.model.roi_head import build_head
 from pipeline.runner import stage_command
-from pipeline.training.fast_rcnn_objective import FastRCNNLoss
+from pipeline.training.fast_rcnn_objective import FastRCNNLoss, ProposalTargetBatch
+from pipeline.training.feeding import on_device
 from pipeline.training.train_and_save import train_and_save
 
 
@@ -58,7 +59,8 @@ def run(params: Params) -> dict:
         STEP4_FAST_RCNN,
         "step4",
         {"head": head},
-        FastRCNNLoss(head, CachedFeatures(cache, device, rows), targets, params.roi),
+        ProposalTargetBatch(CachedFeatures(cache, rows), targets),
+        FastRCNNLoss(head, on_device(device), params.roi),
         np.arange(len(targets.views)),  # proposal targets hold the train views only
         params,
         sections={"roi": to_dict(params.roi)},

@@ -76,7 +76,7 @@ def test_cached_features_give_exactly_what_the_exported_detector_computes(tiny_p
             image = int(views.views[v, 0])
             scale = float(prepared.scales[image])
             direct = detector.forward_view(views.image(v), views.size(v), scale)
-            cached = CachedFeatures(features, torch.device("cpu"))([int(v)])
+            cached = CachedFeatures(features)([int(v)])
             torch.testing.assert_close(cached, direct["features"], rtol=1e-5, atol=1e-6)
             with torch.no_grad():
                 boxes, scores = view_proposals(step3_rpn, cached, p.anchors, p.proposals,

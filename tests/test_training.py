@@ -15,12 +15,12 @@ from pipeline import layout
 from pipeline.artifacts.anchor_targets import AnchorTargets
 from pipeline.artifacts.prepared import PreparedDataset
 from pipeline.data.records import TRAIN
-from pipeline.data.views import ViewSet
+from pipeline.data.views import ViewImages, ViewSet
 from pipeline.errors import ArtifactError
 from pipeline.model.rpn import build_rpn
 from pipeline.training.backbone_features import BackboneFeatures, initial_backbone
 from pipeline.training.loop import TrainingDiverged, TrainingRun, batch_at, lr_at, train
-from pipeline.training.rpn_objective import RPNLoss
+from pipeline.training.rpn_objective import AnchorTargetBatch, RPNLoss
 from tests.conftest import inside, stage_function, tiny_params
 
 CPU = torch.device("cpu")
@@ -48,7 +48,8 @@ def rpn_run(root: Path, p, work: Path, iterations: int, lr: float = 0.01) -> Tra
     return TrainingRun(
         "step1_rpn",
         nn.ModuleDict({"backbone": backbone, "rpn": rpn}),
-        RPNLoss(rpn, BackboneFeatures(backbone, views, CPU), targets, p.rpn),
+        AnchorTargetBatch(ViewImages(views), targets),
+        RPNLoss(rpn, BackboneFeatures(backbone, CPU), p.rpn),
         views.of_split(TRAIN),
         step,
         p.train,
@@ -93,20 +94,20 @@ def test_an_interrupted_run_resumes_to_the_same_weights(tiny_data, tmp_path):
     calls = {"n": 0}
     interrupted = rpn_run(root, p, tmp_path / "work", iterations=12)
 
-    def dies_at_the_eighth(batch, generator):
+    def dies_at_the_eighth(inputs, generator):
         calls["n"] += 1
         if calls["n"] == 8:
             raise KeyboardInterrupt  # killed after the checkpoint of iteration 5
-        return interrupted.loss_fn(batch, generator)
+        return interrupted.loss_fn(inputs, generator)
 
     with pytest.raises(KeyboardInterrupt):
         train(dataclasses.replace(interrupted, loss_fn=dies_at_the_eighth), CPU)
     resumed = rpn_run(root, p, tmp_path / "work", iterations=12)
     after = {"n": 0}
 
-    def counted(batch, generator):
+    def counted(inputs, generator):
         after["n"] += 1
-        return resumed.loss_fn(batch, generator)
+        return resumed.loss_fn(inputs, generator)
 
     history = train(dataclasses.replace(resumed, loss_fn=counted), CPU)
     assert after["n"] == 12 - 5  # resumed at the checkpoint of iteration 5, not from 0
@@ -124,9 +125,9 @@ def test_a_checkpoint_of_other_code_is_discarded_and_training_starts_over(
     calls = {"n": 0}
     edited = rpn_run(root, p, tmp_path / "work", iterations=6)
 
-    def counted(batch, generator):
+    def counted(inputs, generator):
         calls["n"] += 1
-        return edited.loss_fn(batch, generator)
+        return edited.loss_fn(inputs, generator)
 
     with caplog.at_level(logging.INFO):
         train(dataclasses.replace(edited, loss_fn=counted, fingerprint="other code"), CPU)
@@ -139,9 +140,9 @@ def test_a_nan_loss_stops_with_the_term_and_keeps_the_last_checkpoint(tiny_data,
     run = rpn_run(root, p, tmp_path / "work", iterations=12)
     calls = {"n": 0}
 
-    def nan_at_seven(batch, generator):
+    def nan_at_seven(inputs, generator):
         calls["n"] += 1
-        losses = run.loss_fn(batch, generator)
+        losses = run.loss_fn(inputs, generator)
         if calls["n"] == 7:
             losses["rpn_box"] = losses["rpn_box"] * float("nan")
         return losses
@@ -159,8 +160,8 @@ def test_after_a_nan_a_rerun_with_a_lower_lr_starts_over_as_the_message_says(tin
     root, p = tiny_data
     run = rpn_run(root, p, tmp_path / "work", iterations=12)
 
-    def nan_at_seven(batch, generator):
-        losses = run.loss_fn(batch, generator)
+    def nan_at_seven(inputs, generator):
+        losses = run.loss_fn(inputs, generator)
         if calls["n"] == 6:
             losses["rpn_box"] = losses["rpn_box"] * float("nan")
         calls["n"] += 1
@@ -207,11 +208,11 @@ def test_ctrl_c_checkpoints_the_finished_iteration_and_resumes_exactly(tiny_data
     run = rpn_run(root, p, tmp_path / "work", iterations=12)
     calls = {"n": 0}
 
-    def ctrl_c_during_the_seventh(batch, generator):
+    def ctrl_c_during_the_seventh(inputs, generator):
         calls["n"] += 1
         if calls["n"] == 7:
             os.kill(os.getpid(), signal.SIGINT)
-        return run.loss_fn(batch, generator)
+        return run.loss_fn(inputs, generator)
 
     with pytest.raises(KeyboardInterrupt, match="checkpoint at iteration 7"):
         train(dataclasses.replace(run, loss_fn=ctrl_c_during_the_seventh), CPU)
@@ -227,8 +228,8 @@ def test_a_nan_gradient_stops_the_stage(tiny_data, tmp_path):
     run = rpn_run(root, p, tmp_path / "work", iterations=12)
     weight = next(iter(run.module.parameters()))
 
-    def nan_gradient(batch, generator):
-        losses = run.loss_fn(batch, generator)
+    def nan_gradient(inputs, generator):
+        losses = run.loss_fn(inputs, generator)
         # sqrt at 0: the value is finite (0), its gradient is not.
         losses["rpn_box"] = losses["rpn_box"] + torch.sqrt(weight.sum() * 0.0)
         return losses

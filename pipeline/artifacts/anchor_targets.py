@@ -23,7 +23,13 @@ import torch
 import zarr
 
 from pipeline.artifacts.integrity import CheckedArray
-from pipeline.artifacts.store import ArtifactWriter, Provenance, iter_blocks, open_artifact
+from pipeline.artifacts.store import (
+    ArtifactWriter,
+    Provenance,
+    ReopensInWorkers,
+    iter_blocks,
+    open_artifact,
+)
 from pipeline.config import AnchorParams, AnchorTargetParams
 from pipeline.data.records import TRAIN
 from pipeline.data.views import ViewSet
@@ -131,10 +137,12 @@ def _label_counts(labels: zarr.Array) -> dict[str, int]:
     return dict(zip(("ignore", "background", "foreground"), counts.tolist(), strict=True))
 
 
-class AnchorTargets:
+class AnchorTargets(ReopensInWorkers):
     """Read access to the anchor-target artifact, refused if stale (see `open_artifact`)."""
 
     def __init__(self, path: str | Path, expect: Mapping[str, Any] | None = None) -> None:
+        self.path = Path(path)
+        self.reopen_args = (self.path,)
         self.group = open_artifact(path, ANCHOR_TARGETS.name, expect)
         self.fingerprint: str = self.group.attrs["fingerprint"]
         self.views: np.ndarray = self.group["views"][...]

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from pipeline.artifacts.integrity import CheckedArray
-from pipeline.artifacts.store import ArtifactWriter, Provenance, open_artifact
+from pipeline.artifacts.store import ArtifactWriter, Provenance, ReopensInWorkers, open_artifact
 from pipeline.data.views import ViewSet
 from pipeline.layout import STEP3_FEATURES
 
@@ -62,11 +62,12 @@ def write_features(
     return summary
 
 
-class Features:
+class Features(ReopensInWorkers):
     """Read access to the feature cache, refused if stale (see `open_artifact`)."""
 
     def __init__(self, path: str | Path, expect: Mapping[str, Any] | None = None) -> None:
         self.path = Path(path)
+        self.reopen_args = (self.path,)
         self.group = open_artifact(self.path, STEP3_FEATURES.name, expect)
         self.fingerprint: str = self.group.attrs["fingerprint"]
         self.views: np.ndarray = self.group["views"][...]
@@ -79,23 +80,20 @@ class Features:
 
 
 class CachedFeatures:
-    """Features of a batch of views read from the feature artifact: no backbone involved.
+    """Reader: the features of a batch of views, from the feature artifact; no backbone
+    involved (steps 3 and 4 feed these to their heads where steps 1 and 2 run the backbone).
 
     `rows[v]` is the cache row of view v of the artifact being trained on (the cache holds
     every view; proposal targets hold the train views only); None when they are the same.
     """
 
-    def __init__(
-        self, cache: Features, device: torch.device, rows: np.ndarray | None = None
-    ) -> None:
-        self.features, self.sizes = cache.features, cache.sizes
-        self.device = device
-        self.rows = rows
+    def __init__(self, cache: Features, rows: np.ndarray | None = None) -> None:
+        self.cache, self.rows = cache, rows
 
     def __call__(self, batch: list[int]) -> Tensor:
         if self.rows is not None:
             batch = [int(self.rows[v]) for v in batch]
-        height = int(self.sizes[batch, 0].max())
-        width = int(self.sizes[batch, 1].max())
-        blocks = [self.features[v, :, :height, :width] for v in batch]
-        return torch.from_numpy(np.stack(blocks)).to(self.device)
+        height = int(self.cache.sizes[batch, 0].max())
+        width = int(self.cache.sizes[batch, 1].max())
+        blocks = [self.cache.features[v, :, :height, :width] for v in batch]
+        return torch.from_numpy(np.stack(blocks))

@@ -23,6 +23,7 @@ from pipeline.artifacts.integrity import CheckedArray
 from pipeline.artifacts.store import (
     ArtifactWriter,
     Provenance,
+    ReopensInWorkers,
     offsets_from_counts,
     open_artifact,
     ragged_rows,
@@ -87,11 +88,12 @@ def write_prepared(
     return summary
 
 
-class PreparedDataset:
+class PreparedDataset(ReopensInWorkers):
     """Read access to the prepared artifact; the one place later stages get images and boxes."""
 
     def __init__(self, path: str | Path, expect: dict | None = None) -> None:
         self.path = Path(path)
+        self.reopen_args = (self.path,)
         self.group = open_artifact(self.path, PREPARE.name, expect)
         attrs = self.group.attrs.asdict()
         self.fingerprint: str = attrs["fingerprint"]

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from pipeline.artifacts.proposals import Proposals, pad_rows
-from pipeline.artifacts.store import ArtifactWriter, Provenance, open_artifact
+from pipeline.artifacts.store import ArtifactWriter, Provenance, ReopensInWorkers, open_artifact
 from pipeline.data.views import ViewSet
 from pipeline.model.targets import proposal_targets
 
@@ -63,10 +63,12 @@ def write_proposal_targets(
     return summary
 
 
-class ProposalTargets:
+class ProposalTargets(ReopensInWorkers):
     """Read access to a proposal-target artifact of `stage`, refused if stale."""
 
     def __init__(self, path: str | Path, stage: str, expect: dict | None = None) -> None:
+        self.path = Path(path)
+        self.reopen_args = (self.path, stage)
         self.group = open_artifact(path, stage, expect)
         self.fingerprint: str = self.group.attrs["fingerprint"]
         self.views: np.ndarray = self.group["views"][...]

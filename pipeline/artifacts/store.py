@@ -210,6 +210,16 @@ class ArtifactWriter:
         return self.path
 
 
+class ReopensInWorkers:
+    """Base of the artifact readers: pickled as the arguments that open them (paths), so a
+    DataLoader worker, forked or spawned, opens its own Zarr handles instead of copies."""
+
+    reopen_args: tuple
+
+    def __reduce__(self) -> tuple:
+        return type(self), self.reopen_args
+
+
 def memory_budget() -> int:
     """Bytes one shard may take while it is assembled: a quarter of the machine's memory."""
     try:

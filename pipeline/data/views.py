@@ -88,6 +88,17 @@ class ViewSet:
         return np.nonzero(self.prepared.split[self.views[:, 0]] == split)[0]
 
 
+class ViewImages:
+    """Reader: the images of a batch of views on one canvas (steps 1 and 2 feed them to the
+    backbone)."""
+
+    def __init__(self, views: ViewSet) -> None:
+        self.views = views
+
+    def __call__(self, batch: list[int]) -> Tensor:
+        return batch_images([self.views.image(v) for v in batch])
+
+
 def batch_images(images: list[Tensor]) -> Tensor:
     """[B, 3, H, W]: each image top-left on a zero canvas as large as the largest."""
     height = max(i.shape[1] for i in images)

@@ -1,6 +1,6 @@
 """The backbone of steps 1 and 2: where both start from, and the features it computes on
-images, with grad as it trains. (Steps 3 and 4 read features from the cache instead:
-`artifacts.features.CachedFeatures`, same interface.)"""
+images, with grad as it trains. (Steps 3 and 4 read features from the cache instead, and
+only move them to the device: `feeding.on_device`.)"""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from torch import Tensor
 from pipeline.artifacts.model_files import load_model
 from pipeline.artifacts.store import expect_params
 from pipeline.config import Params
-from pipeline.data.views import ViewSet, batch_images
 from pipeline.layout import PRETRAIN
 from pipeline.model.backbones import Backbone, build_backbone
 
@@ -28,14 +27,16 @@ def initial_backbone(params: Params) -> tuple[Backbone, str]:
 
 
 class BackboneFeatures:
-    """Features of a batch of views computed by the backbone (with grad when it trains)."""
+    """Features of a batch of images (`ViewImages`) computed by the backbone, with grad when
+    it trains."""
 
     def __init__(
-        self, backbone: Backbone, views: ViewSet, device: torch.device, channels_last: bool = False
+        self, backbone: Backbone, device: torch.device, channels_last: bool = False
     ) -> None:
-        self.backbone, self.views, self.device = backbone, views, device
+        self.backbone, self.device = backbone, device
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
-    def __call__(self, batch: list[int]) -> Tensor:
-        images = batch_images([self.views.image(v) for v in batch])
-        return self.backbone(images.to(self.device, memory_format=self.memory_format))
+    def __call__(self, images: Tensor) -> Tensor:
+        return self.backbone(
+            images.to(self.device, memory_format=self.memory_format, non_blocking=True)
+        )

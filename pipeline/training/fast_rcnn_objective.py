@@ -3,6 +3,8 @@ computes the features (the backbone, or the cache)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -11,25 +13,34 @@ from pipeline.config import RoIParams
 from pipeline.model.losses import fast_rcnn_loss
 from pipeline.model.roi_head import FastRCNNHead, rois_with_batch_index
 from pipeline.model.sampling import sample_foreground_background
-from pipeline.training.loop import FeatureSource
+from pipeline.training.feeding import BatchReader, FeatureSource
+
+ViewTargets = tuple[Tensor, Tensor, Tensor, Tensor]  # candidate boxes, best IoU, class, deltas
+
+
+class ProposalTargetBatch:
+    """Reader: a batch's feature input (images or cached features, by `features`) and the
+    proposal targets of each of its views."""
+
+    def __init__(self, features: BatchReader, targets: ProposalTargets) -> None:
+        self.features, self.targets = features, targets
+
+    def __call__(self, batch: list[int]) -> tuple[Any, list[ViewTargets]]:
+        return self.features(batch), [self.targets.of_view(v) for v in batch]
 
 
 class FastRCNNLoss:
     """Classification and box loss of the head on 128 sampled RoIs per view (steps 2 and 4)."""
 
-    def __init__(
-        self,
-        head: FastRCNNHead,
-        features: FeatureSource,
-        targets: ProposalTargets,
-        params: RoIParams,
-    ) -> None:
-        self.head, self.features, self.targets, self.params = head, features, targets, params
+    def __init__(self, head: FastRCNNHead, features: FeatureSource, params: RoIParams) -> None:
+        self.head, self.features, self.params = head, features, params
 
-    def sample(self, view: int, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+    def sample(
+        self, targets: ViewTargets, generator: torch.Generator
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """RoIs, class labels (0 for background) and box targets of one view's mini-batch."""
         p = self.params
-        boxes, iou, labels, deltas = self.targets.of_view(view)
+        boxes, iou, labels, deltas = targets
         foreground = iou >= p.fg_iou
         background = (iou >= p.bg_iou_low) & (iou < p.bg_iou_high)
         fg, bg = sample_foreground_background(
@@ -39,9 +50,14 @@ class FastRCNNLoss:
         classes = torch.cat((labels[fg], torch.zeros(len(bg), dtype=labels.dtype)))
         return boxes[keep], classes, deltas[keep]
 
-    def __call__(self, batch: list[int], generator: torch.Generator) -> dict[str, Tensor]:
-        features = self.features(batch)
-        rois, classes, targets = zip(*(self.sample(v, generator) for v in batch), strict=True)
+    def __call__(
+        self, inputs: tuple[Any, list[ViewTargets]], generator: torch.Generator
+    ) -> dict[str, Tensor]:
+        feature_input, view_targets = inputs
+        features = self.features(feature_input)
+        rois, classes, targets = zip(
+            *(self.sample(t, generator) for t in view_targets), strict=True
+        )
         device = features.device
         class_logits, box_deltas = self.head(
             features, rois_with_batch_index([r.to(device) for r in rois])

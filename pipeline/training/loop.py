@@ -5,7 +5,11 @@ and iteration i reseeds torch's generator (dropout) and the mini-batch sampler w
 (seed, stage, i). The random state at any iteration is therefore a function of the iteration
 number, which the checkpoint records with the model and optimizer state, so a resumed run
 draws exactly what an uninterrupted one would. The learning rate is a function of the
-iteration too (step decay), so there is no scheduler state to lose.
+iteration too (step decay), so there is no scheduler state to lose. Inputs are read ahead by
+DataLoader workers (`feeding.py`); what they read depends only on the batch.
+
+On a GPU the loop never waits for the device within an iteration: losses are summed on the
+device and read (with the finiteness checks) only when a log line or a checkpoint is due.
 """
 
 from __future__ import annotations
@@ -17,7 +21,9 @@ import signal
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,12 +33,13 @@ from tqdm import tqdm
 
 from pipeline.artifacts.model_files import atomic_save, safe_load
 from pipeline.config import StepParams, TrainParams
+from pipeline.devices import configure_backend
 from pipeline.errors import ArtifactError, FrcnnError
 from pipeline.seeds import derived_seed
+from pipeline.training.feeding import BatchReader, feed
 
 log = logging.getLogger(__name__)
-LossFn = Callable[[list[int], torch.Generator], dict[str, Tensor]]
-FeatureSource = Callable[[list[int]], Tensor]  # views of a batch -> their [B, C, h, w] features
+LossFn = Callable[[Any, torch.Generator], dict[str, Tensor]]  # a batch's inputs -> loss terms
 
 
 class TrainingDiverged(FrcnnError):
@@ -44,11 +51,14 @@ def batch_at(iteration: int, batch_size: int, views: np.ndarray, seed: int) -> l
     batch = []
     for position in range(iteration * batch_size, (iteration + 1) * batch_size):
         epoch, offset = divmod(position, len(views))
-        order = torch.randperm(
-            len(views), generator=torch.Generator().manual_seed(derived_seed(seed, epoch))
-        )
-        batch.append(int(views[order[offset]]))
+        batch.append(int(views[_epoch_order(len(views), seed, epoch)[offset]]))
     return batch
+
+
+@lru_cache(maxsize=4)
+def _epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    generator = torch.Generator().manual_seed(derived_seed(seed, epoch))
+    return torch.randperm(n, generator=generator).numpy()
 
 
 def lr_at(iteration: int, step: StepParams) -> float:
@@ -63,7 +73,8 @@ def lr_at(iteration: int, step: StepParams) -> float:
 class TrainingRun:
     stage: str
     module: nn.Module  # everything whose weights are saved; only parameters with grad train
-    loss_fn: LossFn
+    read: BatchReader  # a batch's views -> its inputs, in a DataLoader worker
+    loss_fn: LossFn  # a batch's inputs -> its loss terms, here
     views: np.ndarray  # the training views
     step: StepParams
     common: TrainParams
@@ -90,8 +101,10 @@ def _optimizer(module: nn.Module, common: TrainParams, step: StepParams) -> torc
 def train(run: TrainingRun, device: torch.device) -> list[dict[str, float]]:
     """Train `run.module` in place, resuming from the working folder; returns the loss log."""
     run.work.mkdir(parents=True, exist_ok=True)
+    configure_backend(device, run.common.deterministic)
     checkpoint_path = run.work / "checkpoint.pt"
     optimizer = _optimizer(run.module, run.common, run.step)
+    scaler = torch.amp.GradScaler("cuda", enabled=run.common.amp == "fp16")
     start, history, sums = 0, [], {}
     if checkpoint_path.exists():
         try:
@@ -101,6 +114,8 @@ def train(run: TrainingRun, device: torch.device) -> list[dict[str, float]]:
         if checkpoint.get("fingerprint") == run.fingerprint:
             run.module.load_state_dict(checkpoint["model"])
             optimizer.load_state_dict(checkpoint["optimizer"])
+            if "scaler" in checkpoint:
+                scaler.load_state_dict(checkpoint["scaler"])
             start, history = checkpoint["iteration"], checkpoint["history"]
             sums = checkpoint["pending_sums"]
         else:
@@ -110,7 +125,7 @@ def train(run: TrainingRun, device: torch.device) -> list[dict[str, float]]:
             )
     live = _replay_log(run.work / "live", history)
     amp = _autocast(run.common.amp, device)
-    scaler = torch.amp.GradScaler("cuda", enabled=run.common.amp == "fp16")
+    guard = _Guard(run, checkpoint_path, exact=device.type == "cpu")
     run.module.train()
     bar = tqdm(
         range(start, run.step.iterations),
@@ -121,6 +136,11 @@ def train(run: TrainingRun, device: torch.device) -> list[dict[str, float]]:
         leave=False,
         disable=None,  # no progress bar when stderr is not a terminal (logs, CI)
     )
+    batches = [
+        batch_at(i, run.step.images_per_batch, run.views, run.common.seed)
+        for i in range(start, run.step.iterations)
+    ]
+    inputs = feed(run.read, batches, run.common.workers, device)
 
     def save(done: int) -> None:
         state = {
@@ -129,28 +149,34 @@ def train(run: TrainingRun, device: torch.device) -> list[dict[str, float]]:
             "model": run.module.state_dict(),
             "optimizer": optimizer.state_dict(),
             "history": history,
-            "pending_sums": sums,  # losses since the last log line
+            "pending_sums": {k: float(v) for k, v in sums.items()},  # since the last log line
             "torch_rng_state": torch.get_rng_state(),
         }
+        if scaler.is_enabled():
+            state["scaler"] = scaler.state_dict()
         atomic_save(state, checkpoint_path)
 
     with _deferred_interrupt() as interrupted:
-        for iteration in bar:
-            losses = _step(run, iteration, optimizer, scaler, amp, checkpoint_path)
+        for iteration, batch_inputs in zip(bar, inputs, strict=False):
+            losses = _step(run, iteration, batch_inputs, optimizer, scaler, amp, guard)
             done = iteration + 1
             for name, value in losses.items():
-                sums[name] = sums.get(name, 0.0) + value
-            if done % run.common.log_every == 0 or done == run.step.iterations:
+                sums[name] = sums.get(name, 0.0) + value.double()
+            log_due = done % run.common.log_every == 0 or done == run.step.iterations
+            finished = done == run.step.iterations
+            save_due = done % run.common.checkpoint_every == 0 or finished or interrupted()
+            if log_due or save_due:
+                guard.check_pending(sums, iteration)
+            if log_due:
                 count = (iteration % run.common.log_every) + 1
                 row = {"iteration": done, "lr": lr_at(iteration, run.step)}
-                row.update({f"loss/{k}": v / count for k, v in sums.items()})
+                row.update({f"loss/{k}": float(v) / count for k, v in sums.items()})
                 row["loss/total"] = sum(v for k, v in row.items() if k.startswith("loss/"))
                 history.append(row)
                 _log(live, row)
                 bar.set_postfix(loss=f"{row['loss/total']:.3f}")
                 sums = {}
-            finished = done == run.step.iterations
-            if done % run.common.checkpoint_every == 0 or finished or interrupted():
+            if save_due:
                 save(done)
             if interrupted():
                 bar.close()
@@ -177,48 +203,78 @@ def _deferred_interrupt() -> Iterator[Callable[[], bool]]:
         signal.signal(signal.SIGINT, previous)
 
 
+class _Guard:
+    """Refuses non-finite losses and gradients. On a CPU (`exact`) every iteration is checked
+    before its update. On a GPU, where reading a value waits for the device, the values are
+    accumulated there and checked before each log line and checkpoint, so no checkpoint ever
+    holds a diverged model; the error then names the last iteration of the interval."""
+
+    def __init__(self, run: TrainingRun, checkpoint_path: Path, exact: bool) -> None:
+        self.stage, self.exact = run.stage, exact
+        self.pending_norm: Tensor | float = 0.0
+        # The checkpoint records the lr it was made with, so a rerun with another lr starts
+        # over rather than mixing two schedules in one model.
+        self.advice = (
+            f"lower {run.lr_key} and rerun: training starts over with it (the last good "
+            f"checkpoint, {checkpoint_path}, resumes only a rerun with the same params)"
+        )
+
+    def check_losses(self, losses: dict[str, Tensor], iteration: int) -> None:
+        if self.exact:
+            self._refuse_non_finite(losses, "loss term", iteration)
+
+    def check_gradient(self, norm: Tensor, iteration: int) -> None:
+        if self.exact:
+            self._refuse_non_finite({"norm": norm}, "gradient", iteration)
+        else:
+            self.pending_norm = self.pending_norm + norm.detach()
+
+    def check_pending(self, sums: dict[str, Tensor | float], iteration: int) -> None:
+        if not self.exact:
+            self._refuse_non_finite(sums, "loss term", iteration)
+            self._refuse_non_finite({"norm": self.pending_norm}, "gradient", iteration)
+            self.pending_norm = 0.0
+
+    def _refuse_non_finite(self, values: dict, what: str, iteration: int) -> None:
+        for name, value in values.items():
+            value = value.item() if isinstance(value, Tensor) else value
+            if not math.isfinite(value):
+                subject = f"{what} {name}" if what != "gradient" else "gradient norm"
+                where = f"at iteration {iteration}" if self.exact else f"by iteration {iteration}"
+                raise TrainingDiverged(f"{self.stage}: {subject} is {value} {where}; {self.advice}")
+
+
 def _step(
     run: TrainingRun,
     iteration: int,
+    inputs: Any,
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
     amp: AbstractContextManager,
-    checkpoint_path: Path,
-) -> dict[str, float]:
-    """One seeded SGD iteration; refuses to apply a non-finite loss or gradient."""
+    guard: _Guard,
+) -> dict[str, Tensor]:
+    """One seeded SGD iteration; returns its loss terms, detached."""
     seed = derived_seed(run.common.seed, run.stage, iteration)
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     for group in optimizer.param_groups:
         group["lr"] = lr_at(iteration, run.step)
-    batch = batch_at(iteration, run.step.images_per_batch, run.views, run.common.seed)
     with amp:
-        losses = run.loss_fn(batch, generator)
+        losses = run.loss_fn(inputs, generator)
     total = sum(losses.values())
-    # The checkpoint records the lr it was made with, so a rerun with another lr starts over
-    # rather than mixing two schedules in one model.
-    advice = (
-        f"lower {run.lr_key} and rerun: training starts over with it (the last good checkpoint, "
-        f"{checkpoint_path}, resumes only a rerun with the same params)"
-    )
-    for name, value in {**losses, "total": total}.items():
-        if not torch.isfinite(value):
-            raise TrainingDiverged(
-                f"{run.stage}: loss term {name} is {value.item()} at iteration {iteration}; "
-                + advice
-            )
+    guard.check_losses({**losses, "total": total}, iteration)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(total).backward()
     scaler.unscale_(optimizer)
-    grads = [p.grad for p in run.module.parameters() if p.grad is not None]
-    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
-    if not torch.isfinite(norm) and not scaler.is_enabled():
-        raise TrainingDiverged(
-            f"{run.stage}: gradient norm is {norm.item()} at iteration {iteration}; " + advice
+    if not scaler.is_enabled():  # with fp16, GradScaler skips steps with inf gradients itself
+        grads = [p.grad for p in run.module.parameters() if p.grad is not None]
+        guard.check_gradient(
+            torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])),
+            iteration,
         )
-    scaler.step(optimizer)  # with fp16, GradScaler skips steps with inf gradients itself
+    scaler.step(optimizer)
     scaler.update()
-    return {name: value.item() for name, value in losses.items()}
+    return {name: value.detach() for name, value in losses.items()}
 
 
 def _autocast(amp: str, device: torch.device) -> AbstractContextManager:

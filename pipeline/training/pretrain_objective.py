@@ -13,6 +13,20 @@ from pipeline.data.views import ViewSet, batch_images
 from pipeline.model.backbones import Backbone
 from pipeline.model.crops import background_boxes, crop_images, jitter_boxes
 
+ViewObjects = tuple[tuple[int, int], Tensor, Tensor]  # (height, width), boxes, classes
+
+
+class ObjectBatch:
+    """Reader: a batch's images on one canvas, and each view's size, boxes and classes."""
+
+    def __init__(self, views: ViewSet) -> None:
+        self.views = views
+
+    def __call__(self, batch: list[int]) -> tuple[Tensor, list[ViewObjects]]:
+        images = batch_images([self.views.image(v) for v in batch])
+        objects = [(self.views.size(v), self.views.boxes(v), self.views.labels(v)) for v in batch]
+        return images, objects
+
 
 class CropClassification:
     """Cross-entropy over every object of each view of the batch, jittered, and
@@ -22,19 +36,20 @@ class CropClassification:
         self,
         backbone: Backbone,
         classifier: nn.Linear,
-        views: ViewSet,
         params: PretrainParams,
         device: torch.device,
     ) -> None:
-        self.backbone, self.classifier, self.views = backbone, classifier, views
+        self.backbone, self.classifier = backbone, classifier
         self.params, self.device = params, device
 
-    def __call__(self, batch: list[int], generator: torch.Generator) -> dict[str, Tensor]:
+    def __call__(
+        self, inputs: tuple[Tensor, list[ViewObjects]], generator: torch.Generator
+    ) -> dict[str, Tensor]:
+        images, objects = inputs
         boxes, labels = [], []
-        for v in batch:
-            gt = self.views.boxes(v)
+        for size, gt, classes in objects:
             background = background_boxes(
-                self.views.size(v),
+                size,
                 gt,
                 self.params.background_crops,
                 self.params.background_iou,
@@ -42,10 +57,7 @@ class CropClassification:
                 generator=generator,
             )
             boxes.append(torch.cat((jitter_boxes(gt, self.params.jitter, generator), background)))
-            labels.append(
-                torch.cat((self.views.labels(v).long(), torch.zeros(len(background)).long()))
-            )
-        images = batch_images([self.views.image(v) for v in batch])
+            labels.append(torch.cat((classes.long(), torch.zeros(len(background)).long())))
         crops = crop_images(images, boxes, self.params.crop_size).to(self.device)
         logits = self.classifier(self.backbone(crops).mean(dim=(2, 3)))
         return {"crop_classification": F.cross_entropy(logits, torch.cat(labels).to(self.device))}

@@ -13,30 +13,40 @@ from pipeline.model.losses import rpn_loss
 from pipeline.model.rpn import RPNHead
 from pipeline.model.sampling import sample_foreground_background
 from pipeline.model.targets import BACKGROUND, FOREGROUND, IGNORE
-from pipeline.training.loop import FeatureSource
+from pipeline.training.feeding import BatchReader, FeatureSource
+
+
+class AnchorTargetBatch:
+    """Reader: a batch's feature input (images or cached features, by `features`) and the
+    anchor labels and deltas of its views over the whole canvas grid."""
+
+    def __init__(self, features: BatchReader, targets: AnchorTargets) -> None:
+        self.features, self.targets = features, targets
+
+    def __call__(self, batch: list[int]) -> tuple[Tensor, Tensor, Tensor]:
+        labels = np.stack([self.targets.labels[v] for v in batch])
+        deltas = np.stack([self.targets.deltas[v] for v in batch])
+        return self.features(batch), torch.from_numpy(labels), torch.from_numpy(deltas)
 
 
 class RPNLoss:
     """Objectness and box loss of the RPN on 256 sampled anchors per view (steps 1 and 3)."""
 
-    def __init__(
-        self, head: RPNHead, features: FeatureSource, targets: AnchorTargets, params: RPNParams
-    ) -> None:
+    def __init__(self, head: RPNHead, features: FeatureSource, params: RPNParams) -> None:
         self.head, self.features, self.params = head, features, params
-        self.labels, self.deltas = targets.labels, targets.deltas
 
-    def __call__(self, batch: list[int], generator: torch.Generator) -> dict[str, Tensor]:
-        features = self.features(batch)
+    def __call__(
+        self, inputs: tuple[Tensor, Tensor, Tensor], generator: torch.Generator
+    ) -> dict[str, Tensor]:
+        feature_input, grid_labels, grid_deltas = inputs
+        features = self.features(feature_input)
         logits, deltas = self.head(features)
-        height, width = features.shape[-2:]
-        labels = torch.from_numpy(
-            np.stack([self.labels[v, :height, :width] for v in batch]).reshape(len(batch), -1)
-        ).long()
-        targets = torch.from_numpy(
-            np.stack([self.deltas[v, :height, :width] for v in batch]).reshape(len(batch), -1, 4)
-        )
+        batch, (height, width) = len(grid_labels), features.shape[-2:]
+        # The head sees the batch's canvas: the anchors of its cells, in the head's order.
+        labels = grid_labels[:, :height, :width].reshape(batch, -1).long()
+        targets = grid_deltas[:, :height, :width].reshape(batch, -1, 4)
         sampled = torch.full_like(labels, IGNORE)
-        for b in range(len(batch)):
+        for b in range(batch):
             fg, bg = sample_foreground_background(
                 labels[b] == FOREGROUND,
                 labels[b] == BACKGROUND,

@@ -15,10 +15,12 @@ from pipeline.artifacts.store import PARTIAL_SUFFIX, Provenance
 from pipeline.config import Params, to_dict
 from pipeline.layout import Stage, live_log
 from pipeline.seeds import derived_seed
+from pipeline.training.feeding import BatchReader
 from pipeline.training.loop import LossFn, TrainingRun, publish_log, train
 
-# How often a run checkpoints and logs changes none of its results, so neither is provenance.
-NOT_PROVENANCE = {"checkpoint_every", "log_every"}
+# How often a run checkpoints and logs, and how many processes read its inputs, change none of
+# its results, so none is provenance.
+NOT_PROVENANCE = {"checkpoint_every", "log_every", "workers"}
 
 
 def seeded_init(params: Params, stage: Stage) -> None:
@@ -30,6 +32,7 @@ def train_and_save(
     stage: Stage,
     step: str,
     parts: dict[str, nn.Module],
+    read: BatchReader,
     loss_fn: LossFn,
     views: np.ndarray,
     params: Params,
@@ -54,6 +57,7 @@ def train_and_save(
     run = TrainingRun(
         stage.name,
         module,
+        read,
         loss_fn,
         views,
         schedule,
