@@ -18,31 +18,24 @@ from pipeline.layout import PREPARE, PRETRAIN
 from pipeline.model.backbones import build_backbone
 from pipeline.runner import stage_command
 from pipeline.training.pretrain_objective import CropClassification, ObjectBatch
-from pipeline.training.train_and_save import seeded_init, train_and_save
+from pipeline.training.train_and_save import StageTraining, seeded_init, train_and_save
 
 
-def run(params: Params) -> dict:
-    """Write the initial backbone: the given weights, or one pretrained on crops."""
+def training(params: Params) -> StageTraining:
+    """Crop classification from random weights: what trains when no weights are given."""
     seeded_init(params, PRETRAIN)
     backbone = build_backbone(params.backbone)
-    if params.backbone.weights is not None:
-        provenance = Provenance.of_stage(
-            PRETRAIN, params={"backbone": to_dict(params.backbone)}, inputs={}
-        )
-        save_model(PRETRAIN.out, provenance, {"backbone": backbone.state_dict()})
-        return {"weights": params.backbone.weights}
     device = resolve_device(params.train.device)
     prepared = PreparedDataset(PREPARE.out)
     views = ViewSet(prepared, make_views(prepared.split, params.augment.flip))
     classifier = nn.Linear(backbone.out_channels, len(prepared.classes))  # with background
-    return train_and_save(
+    return StageTraining(
         PRETRAIN,
         "pretrain",
         {"backbone": backbone, "classifier": classifier},
         ObjectBatch(views),
         CropClassification(backbone, classifier, params.pretrain, device),
         views.of_split(TRAIN),
-        params,
         sections={
             "backbone": to_dict(params.backbone),
             "pretrain": to_dict(params.pretrain),
@@ -51,6 +44,19 @@ def run(params: Params) -> dict:
         inputs={PREPARE.name: prepared.fingerprint},
         device=device,
     )
+
+
+def run(params: Params) -> dict:
+    """Write the initial backbone: the given weights, or one pretrained on crops."""
+    if params.backbone.weights is None:
+        return train_and_save(training(params), params)
+    seeded_init(params, PRETRAIN)
+    backbone = build_backbone(params.backbone)
+    provenance = Provenance.of_stage(
+        PRETRAIN, params={"backbone": to_dict(params.backbone)}, inputs={}
+    )
+    save_model(PRETRAIN.out, provenance, {"backbone": backbone.state_dict()})
+    return {"weights": params.backbone.weights}
 
 
 main = stage_command(PRETRAIN, run)

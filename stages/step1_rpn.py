@@ -13,10 +13,10 @@ from pipeline.model.rpn import build_rpn
 from pipeline.runner import stage_command
 from pipeline.training.backbone_features import BackboneFeatures, initial_backbone
 from pipeline.training.rpn_objective import AnchorTargetBatch, RPNLoss
-from pipeline.training.train_and_save import seeded_init, train_and_save
+from pipeline.training.train_and_save import StageTraining, seeded_init, train_and_save
 
 
-def run(params: Params) -> dict:
+def training(params: Params) -> StageTraining:
     """Step 1: train the RPN and the backbone from the initial weights."""
     device = resolve_device(params.train.device)
     prepared = PreparedDataset(PREPARE.out)
@@ -32,14 +32,13 @@ def run(params: Params) -> dict:
     seeded_init(params, STEP1_RPN)
     rpn = build_rpn(params.anchors, params.rpn, backbone.out_channels)
     features = BackboneFeatures(backbone, device, params.train.channels_last)
-    return train_and_save(
+    return StageTraining(
         STEP1_RPN,
         "step1",
         {"backbone": backbone, "rpn": rpn},
         AnchorTargetBatch(ViewImages(views), targets),
         RPNLoss(rpn, features, params.rpn),
         views.of_split(TRAIN),
-        params,
         sections={
             "backbone": to_dict(params.backbone),
             "rpn": to_dict(params.rpn),
@@ -48,6 +47,11 @@ def run(params: Params) -> dict:
         inputs={ANCHOR_TARGETS.name: targets.fingerprint, PRETRAIN.name: pretrained},
         device=device,
     )
+
+
+def run(params: Params) -> dict:
+    """Step 1: train the RPN and the backbone from the initial weights."""
+    return train_and_save(training(params), params)
 
 
 main = stage_command(STEP1_RPN, run)

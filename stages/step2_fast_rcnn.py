@@ -13,10 +13,10 @@ from pipeline.model.roi_head import build_head
 from pipeline.runner import stage_command
 from pipeline.training.backbone_features import BackboneFeatures, initial_backbone
 from pipeline.training.fast_rcnn_objective import FastRCNNLoss, ProposalTargetBatch
-from pipeline.training.train_and_save import seeded_init, train_and_save
+from pipeline.training.train_and_save import StageTraining, seeded_init, train_and_save
 
 
-def run(params: Params) -> dict:
+def training(params: Params) -> StageTraining:
     """Step 2: train Fast R-CNN and the backbone, from the initial weights, on step-1 proposals."""
     device = resolve_device(params.train.device)
     prepared = PreparedDataset(PREPARE.out)
@@ -28,18 +28,22 @@ def run(params: Params) -> dict:
         params.backbone, params.roi, backbone.out_channels, len(prepared.classes), backbone.stride
     )
     features = BackboneFeatures(backbone, device, params.train.channels_last)
-    return train_and_save(
+    return StageTraining(
         STEP2_FAST_RCNN,
         "step2",
         {"backbone": backbone, "head": head},
         ProposalTargetBatch(ViewImages(views), targets),
         FastRCNNLoss(head, features, params.roi),
         np.arange(len(views)),  # proposal targets hold the train views only
-        params,
         sections={"backbone": to_dict(params.backbone), "roi": to_dict(params.roi)},
         inputs={STEP1_PROPOSAL_TARGETS.name: targets.fingerprint, PRETRAIN.name: pretrained},
         device=device,
     )
+
+
+def run(params: Params) -> dict:
+    """Step 2: train Fast R-CNN and the backbone, from the initial weights, on step-1 proposals."""
+    return train_and_save(training(params), params)
 
 
 main = stage_command(STEP2_FAST_RCNN, run)

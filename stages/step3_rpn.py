@@ -17,10 +17,10 @@ from pipeline.model.rpn import build_rpn
 from pipeline.runner import stage_command
 from pipeline.training.feeding import on_device
 from pipeline.training.rpn_objective import AnchorTargetBatch, RPNLoss
-from pipeline.training.train_and_save import seeded_init, train_and_save
+from pipeline.training.train_and_save import StageTraining, seeded_init, train_and_save
 
 
-def run(params: Params) -> dict:
+def training(params: Params) -> StageTraining:
     """Step 3: train only the RPN-specific layers, from the cached features."""
     device = resolve_device(params.train.device)
     prepared = PreparedDataset(PREPARE.out)
@@ -42,18 +42,22 @@ def run(params: Params) -> dict:
     views = ViewSet(prepared, cache.views)
     seeded_init(params, STEP3_RPN)
     rpn = build_rpn(params.anchors, params.rpn, cache.channels)
-    return train_and_save(
+    return StageTraining(
         STEP3_RPN,
         "step3",
         {"rpn": rpn},
         AnchorTargetBatch(CachedFeatures(cache), targets),
         RPNLoss(rpn, on_device(device), params.rpn),
         views.of_split(TRAIN),
-        params,
         sections={"rpn": to_dict(params.rpn), "anchors": to_dict(params.anchors)},
         inputs={STEP3_FEATURES.name: cache.fingerprint, ANCHOR_TARGETS.name: targets.fingerprint},
         device=device,
     )
+
+
+def run(params: Params) -> dict:
+    """Step 3: train only the RPN-specific layers, from the cached features."""
+    return train_and_save(training(params), params)
 
 
 main = stage_command(STEP3_RPN, run)

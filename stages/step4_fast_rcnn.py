@@ -24,10 +24,10 @@ from pipeline.model.roi_head import build_head
 from pipeline.runner import stage_command
 from pipeline.training.fast_rcnn_objective import FastRCNNLoss, ProposalTargetBatch
 from pipeline.training.feeding import on_device
-from pipeline.training.train_and_save import train_and_save
+from pipeline.training.train_and_save import StageTraining, train_and_save
 
 
-def run(params: Params) -> dict:
+def training(params: Params) -> StageTraining:
     """Step 4: train only the Fast R-CNN-specific layers, from the cached features."""
     device = resolve_device(params.train.device)
     prepared = PreparedDataset(PREPARE.out)
@@ -55,14 +55,13 @@ def run(params: Params) -> dict:
     )
     # The paper fine-tunes the head the detector already has (step 2), not a fresh one.
     head.load_state_dict(detector["parts"]["head"])
-    return train_and_save(
+    return StageTraining(
         STEP4_FAST_RCNN,
         "step4",
         {"head": head},
         ProposalTargetBatch(CachedFeatures(cache, rows), targets),
         FastRCNNLoss(head, on_device(device), params.roi),
         np.arange(len(targets.views)),  # proposal targets hold the train views only
-        params,
         sections={"roi": to_dict(params.roi)},
         inputs={
             STEP3_FEATURES.name: cache.fingerprint,
@@ -71,6 +70,11 @@ def run(params: Params) -> dict:
         },
         device=device,
     )
+
+
+def run(params: Params) -> dict:
+    """Step 4: train only the Fast R-CNN-specific layers, from the cached features."""
+    return train_and_save(training(params), params)
 
 
 main = stage_command(STEP4_FAST_RCNN, run)

@@ -4,6 +4,7 @@ then saving them as the stage's model file with its provenance."""
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -28,21 +29,27 @@ def seeded_init(params: Params, stage: Stage) -> None:
     torch.manual_seed(derived_seed(params.train.seed, stage.name, "init"))
 
 
-def train_and_save(
-    stage: Stage,
-    step: str,
-    parts: dict[str, nn.Module],
-    read: BatchReader,
-    loss_fn: LossFn,
-    views: np.ndarray,
-    params: Params,
-    sections: dict[str, Any],
-    inputs: dict[str, str],
-    device: torch.device,
-) -> dict[str, float]:
-    """Train `parts` with the `train.<step>` schedule on `views`, save them as the stage's model
-    file and publish the loss log; return the last logged losses. The model records `sections`
-    of the params, the training params and the fingerprints of its `inputs`."""
+@dataclass(frozen=True)
+class StageTraining:
+    """What a training stage trains: `parts` with the `train.<step>` schedule on `views`,
+    inputs read by `read`, minimising `loss_fn`. The model records `sections` of the params,
+    the training params and the fingerprints of its `inputs`."""
+
+    stage: Stage
+    step: str
+    parts: dict[str, nn.Module]
+    read: BatchReader
+    loss_fn: LossFn
+    views: np.ndarray
+    sections: dict[str, Any]
+    inputs: dict[str, str]
+    device: torch.device
+
+
+def train_and_save(training: StageTraining, params: Params) -> dict[str, float]:
+    """Train, save the parts as the stage's model file with its provenance and publish the
+    loss log; return the last logged losses."""
+    stage, step, parts, device = training.stage, training.step, training.parts, training.device
     schedule = getattr(params.train, step)
     common = {
         k: v
@@ -50,16 +57,18 @@ def train_and_save(
         if not k.startswith("step") and k not in NOT_PROVENANCE
     }
     provenance = Provenance.of_stage(
-        stage, params={**sections, "train": common, "step": to_dict(schedule)}, inputs=inputs
+        stage,
+        params={**training.sections, "train": common, "step": to_dict(schedule)},
+        inputs=training.inputs,
     )
     work = stage.out.with_name(stage.out.name + PARTIAL_SUFFIX)
     module = nn.ModuleDict(parts).to(device)
     run = TrainingRun(
         stage.name,
         module,
-        read,
-        loss_fn,
-        views,
+        training.read,
+        training.loss_fn,
+        training.views,
         schedule,
         params.train,
         work,
