@@ -100,6 +100,12 @@ class DataParams:
 @dataclass(frozen=True)
 class StoreParams:
     shard_size: int = _positive_int()
+    # How step 3 stores the features; bf16/fp16 halve the cache, steps 3-4 compute in fp32.
+    feature_dtype: Literal["float32", "float16", "bfloat16"]
+
+    def sharding(self) -> dict[str, int]:
+        """What every artifact's layout depends on (the feature cache also on the dtype)."""
+        return {"shard_size": self.shard_size}
 
 
 @dataclass(frozen=True)
@@ -206,6 +212,7 @@ class TrainParams:
     channels_last: bool
     deterministic: bool  # GPU: deterministic kernels instead of cudnn's fastest (autotuned)
     workers: int = _non_negative_int()  # DataLoader processes reading ahead (0: none)
+    features_in_memory: bool  # steps 3-4 read the whole feature cache into memory first
     momentum: float = _checked(lambda v: 0 <= v < 1, "a number in [0, 1)")
     weight_decay: float = _checked(lambda v: v >= 0, "a number >= 0")
     checkpoint_every: int = _positive_int()

@@ -26,7 +26,7 @@ def label_anchors(
             "anchors": to_dict(anchors),
             "anchor_targets": to_dict(targets),
             "augment": {"flip": flip},
-            "store": to_dict(store),
+            "store": store.sharding(),
         },
         inputs={"prepared": prepared.fingerprint},
     )

@@ -18,7 +18,7 @@ def prepare_dataset(data: DataParams, store: StoreParams, out: Path) -> dict:
     plan = plan_dataset(data)
     provenance = Provenance.of_stage(
         PREPARE,
-        params={"data": to_dict(data), "store": to_dict(store)},
+        params={"data": to_dict(data), "store": store.sharding()},
         inputs={"dataset": plan.fingerprint},
     )
     summary = write_prepared(out, provenance, plan, store.shard_size)

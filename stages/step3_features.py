@@ -25,11 +25,20 @@ def run(params: Params) -> dict:
     views = ViewSet(prepared, make_views(prepared.split, params.augment.flip))
     provenance = Provenance.of_stage(
         STEP3_FEATURES,
-        params={"augment": to_dict(params.augment)},
+        params={
+            "augment": to_dict(params.augment),
+            "store": {"feature_dtype": params.store.feature_dtype},
+        },
         inputs={STEP2_FAST_RCNN.name: saved["fingerprint"], "prepared": prepared.fingerprint},
     )
     return write_features(
-        STEP3_FEATURES.out, provenance, backbone, views, device, params.store.shard_size
+        STEP3_FEATURES.out,
+        provenance,
+        backbone,
+        views,
+        device,
+        params.store.shard_size,
+        params.store.feature_dtype,
     )
 
 

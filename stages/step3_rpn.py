@@ -28,6 +28,8 @@ def training(params: Params) -> StageTraining:
         STEP3_FEATURES.out,
         expect={**expect_params(params, "augment"), "inputs.prepared": prepared.fingerprint},
     )
+    if params.train.features_in_memory:
+        cache.load_into_memory("train.features_in_memory")
     targets = AnchorTargets(
         ANCHOR_TARGETS.out,
         expect={

@@ -40,6 +40,8 @@ def training(params: Params) -> StageTraining:
             f"inputs.{STEP2_FAST_RCNN.name}": detector["fingerprint"],
         },
     )
+    if params.train.features_in_memory:
+        cache.load_into_memory("train.features_in_memory")
     targets = ProposalTargets(
         STEP4_PROPOSAL_TARGETS.out,
         STEP4_PROPOSAL_TARGETS.name,

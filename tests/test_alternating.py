@@ -13,10 +13,11 @@ from PIL import Image
 
 from pipeline import layout
 from pipeline.artifacts.exported_model import load_detector
-from pipeline.artifacts.features import CachedFeatures, Features
+from pipeline.artifacts.features import STORED_AS, CachedFeatures, Features, write_features
 from pipeline.artifacts.model_files import load_model
 from pipeline.artifacts.prepared import PreparedDataset
 from pipeline.artifacts.proposals import Proposals
+from pipeline.artifacts.store import Provenance
 from pipeline.cli.main import main
 from pipeline.data.records import TEST
 from pipeline.data.synthetic import SYNTHETIC_CLASSES
@@ -88,6 +89,36 @@ def test_cached_features_give_exactly_what_the_exported_detector_computes(tiny_p
             torch.testing.assert_close(deltas, direct["box_deltas"], rtol=1e-5, atol=1e-5)
             (row,) = view_rows(views.views[[v]], stored.views, "test proposals")
             torch.testing.assert_close(stored.of_view(int(row))[0], direct["proposals"])
+
+
+@pytest.mark.parametrize(("dtype", "rtol"), [("float16", 2**-11), ("bfloat16", 2**-8)])
+def test_a_half_precision_cache_holds_the_features_to_its_rounding_in_fewer_bytes(
+    tiny_pipeline, tmp_path, dtype, rtol
+):
+    root, p = tiny_pipeline
+    with inside(root):
+        exact = Features(layout.STEP3_FEATURES.out)
+        prepared = PreparedDataset(layout.PREPARE.out)
+        backbone = backbones.build_backbone(p.backbone)
+        saved = load_model(layout.STEP2_FAST_RCNN.out, "step2_fast_rcnn")
+        backbone.load_state_dict(saved["parts"]["backbone"])
+        out = tmp_path / "features.zarr"
+        provenance = Provenance(layout.STEP3_FEATURES.name, {}, {})
+        views = ViewSet(prepared, exact.views)
+        write_features(out, provenance, backbone, views, torch.device("cpu"), 4, dtype)
+        half = Features(out)
+        rows = list(range(len(exact.views)))
+        reference, rounded = CachedFeatures(exact)(rows), CachedFeatures(half)(rows)
+    assert half.dtype == dtype and half.features.dtype == STORED_AS[dtype]
+    assert rounded.dtype == torch.float32 and not torch.equal(rounded, reference)
+    torch.testing.assert_close(rounded, reference, rtol=rtol, atol=1e-6)
+    stored = sum(f.stat().st_size for f in (out / "features").rglob("*") if f.is_file())
+    full = sum(
+        f.stat().st_size
+        for f in (root / layout.STEP3_FEATURES.out / "features").rglob("*")
+        if f.is_file()
+    )
+    assert stored < 0.7 * full
 
 
 def test_steps_3_and_4_never_build_or_run_a_backbone(tiny_pipeline, monkeypatch):

@@ -3,6 +3,7 @@
 import dataclasses
 import logging
 import os
+import pickle
 import signal
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
 from pipeline import layout
 from pipeline.artifacts.anchor_targets import AnchorTargets
@@ -19,6 +21,7 @@ from pipeline.data.views import ViewImages, ViewSet
 from pipeline.errors import ArtifactError
 from pipeline.model.rpn import build_rpn
 from pipeline.training.backbone_features import BackboneFeatures, initial_backbone
+from pipeline.training.feeding import _Batches
 from pipeline.training.loop import TrainingDiverged, TrainingRun, batch_at, lr_at, train
 from pipeline.training.rpn_objective import AnchorTargetBatch, RPNLoss
 from tests.conftest import inside, stage_function, tiny_params
@@ -255,3 +258,38 @@ def test_bf16_autocast_trains_on_the_cpu_too(tiny_data, tmp_path):
     assert all(np.isfinite(row["loss/total"]) for row in history)
     after = state_of(run.module)
     assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_a_reader_pickles_as_paths_and_reads_the_same_in_a_spawned_worker(tiny_data):
+    root, _ = tiny_data
+    with inside(root):
+        prepared = PreparedDataset(layout.PREPARE.out)
+        targets = AnchorTargets(layout.ANCHOR_TARGETS.out)
+        read = AnchorTargetBatch(ViewImages(ViewSet(prepared, targets.views)), targets)
+        pickled = pickle.dumps(read)
+        assert len(pickled) < 10_000  # paths and the view table, not arrays or handles
+        batches = [[0, 3], [5], [2, 1]]
+        here = [read(batch) for batch in batches]
+        for context in ("spawn", "fork"):
+            loader = DataLoader(
+                _Batches(pickle.loads(pickled), batches),
+                batch_size=None,
+                num_workers=1,
+                multiprocessing_context=context,
+            )
+            for expected, fed in zip(here, loader, strict=True):
+                for a, b in zip(expected, fed, strict=True):
+                    assert torch.equal(a, b)
+
+
+def test_readers_ahead_change_nothing(tiny_data, tmp_path):
+    root, p = tiny_data
+    runs = {}
+    for workers in (0, 2):
+        common = dataclasses.replace(p.train, workers=workers)
+        run = dataclasses.replace(
+            rpn_run(root, p, tmp_path / str(workers), iterations=6), common=common
+        )
+        runs[workers] = (run, train(run, CPU))
+    assert runs[0][1] == runs[2][1]  # the loss log
+    assert_same_state(state_of(runs[0][0].module), state_of(runs[2][0].module))

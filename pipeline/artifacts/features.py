@@ -2,14 +2,17 @@
 
 features.zarr (V views):
   views          [V, 2] int64            (prepared image, flipped)
-  features       [V, C, Hf, Wf] float32  the view's feature map top-left on the canvas grid
+  features       [V, C, Hf, Wf]          the view's feature map top-left on the canvas grid,
+                                         as `store.feature_dtype` (attrs["values"]): float32,
+                                         float16, or bfloat16 bits in int16 (numpy has none)
   feature_sizes  [V, 2] int32            (h, w) of the valid part
 Zero padding beyond the valid part compresses to almost nothing, and is exactly what the
-exported detector's convs see beyond an image's own feature map.
+exported detector's convs see beyond an image's own feature map. Readers get float32.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,12 +22,35 @@ import torch
 from torch import Tensor
 
 from pipeline.artifacts.integrity import CheckedArray
-from pipeline.artifacts.store import ArtifactWriter, Provenance, ReopensInWorkers, open_artifact
+from pipeline.artifacts.store import (
+    ArtifactWriter,
+    Provenance,
+    ReopensInWorkers,
+    memory_budget,
+    open_artifact,
+)
 from pipeline.data.views import ViewSet
+from pipeline.errors import ParamError
 from pipeline.layout import STEP3_FEATURES
 
 if TYPE_CHECKING:  # steps 3 and 4 read the cache without any backbone code
     from pipeline.model.backbones import Backbone
+
+
+STORED_AS = {"float32": np.float32, "float16": np.float16, "bfloat16": np.int16}
+
+
+def to_storage(features: Tensor, dtype: str) -> np.ndarray:
+    """Features as stored: rounded to `dtype` (bfloat16 as its bits)."""
+    if dtype == "bfloat16":
+        return features.to(torch.bfloat16).view(torch.int16).numpy()
+    return features.to(getattr(torch, dtype)).numpy()
+
+
+def from_storage(stored: np.ndarray, dtype: str) -> Tensor:
+    """Stored features as float32, what the heads compute with."""
+    values = torch.from_numpy(stored)
+    return (values.view(torch.bfloat16) if dtype == "bfloat16" else values).float()
 
 
 @torch.no_grad()
@@ -35,6 +61,7 @@ def write_features(
     views: ViewSet,
     device: torch.device,
     shard_size: int,
+    dtype: str = "float32",
 ) -> dict[str, int]:
     canvas = views.prepared.canvas
     grid = (canvas[0] // backbone.stride, canvas[1] // backbone.stride)
@@ -43,16 +70,20 @@ def write_features(
     writer.array("views", views.views.shape, np.int64)[...] = views.views
     arrays = {
         "features": writer.array(
-            "features", (n, channels, *grid), np.float32, shard_items=shard_size
+            "features",
+            (n, channels, *grid),
+            STORED_AS[dtype],
+            shard_items=shard_size,
+            attrs={"values": dtype},
         ),
         "feature_sizes": writer.array("feature_sizes", (n, 2), np.int32, shard_items=shard_size),
     }
     backbone.eval().to(device)
 
     def make(v: int) -> dict[str, np.ndarray]:
-        features = backbone(views.image(v)[None].to(device))[0].float().cpu().numpy()
+        features = to_storage(backbone(views.image(v)[None].to(device))[0].cpu(), dtype)
         _, height, width = features.shape
-        canvas_features = np.zeros((channels, *grid), dtype=np.float32)
+        canvas_features = np.zeros((channels, *grid), dtype=STORED_AS[dtype])
         canvas_features[:, :height, :width] = features
         return {"features": canvas_features, "feature_sizes": np.array([height, width], np.int32)}
 
@@ -71,12 +102,24 @@ class Features(ReopensInWorkers):
         self.group = open_artifact(self.path, STEP3_FEATURES.name, expect)
         self.fingerprint: str = self.group.attrs["fingerprint"]
         self.views: np.ndarray = self.group["views"][...]
-        self.features: CheckedArray = self.group["features"]
+        self.features: CheckedArray | np.ndarray = self.group["features"]
+        self.dtype: str = self.features.attrs.get("values", "float32")
         self.sizes: np.ndarray = self.group["feature_sizes"][...]
 
     @property
     def channels(self) -> int:
         return int(self.features.shape[1])
+
+    def load_into_memory(self, key: str) -> None:
+        """Read the whole cache once, so that training reads memory instead of disk; refused
+        (naming `key`, the option that asked) when it would take over a quarter of the RAM."""
+        size = math.prod(self.features.shape) * np.dtype(self.features.dtype).itemsize
+        if size > memory_budget():
+            raise ParamError(
+                f"params.yaml: '{key}' is true but {self.path} takes {size / 2**30:.1f} GiB, "
+                f"over a quarter of this machine's memory; set it to false"
+            )
+        self.features = self.features[...]
 
 
 class CachedFeatures:
@@ -96,4 +139,4 @@ class CachedFeatures:
         height = int(self.cache.sizes[batch, 0].max())
         width = int(self.cache.sizes[batch, 1].max())
         blocks = [self.cache.features[v, :, :height, :width] for v in batch]
-        return torch.from_numpy(np.stack(blocks))
+        return from_storage(np.stack(blocks), self.cache.dtype)

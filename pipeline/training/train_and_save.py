@@ -19,9 +19,9 @@ from pipeline.seeds import derived_seed
 from pipeline.training.feeding import BatchReader
 from pipeline.training.loop import LossFn, TrainingRun, publish_log, train
 
-# How often a run checkpoints and logs, and how many processes read its inputs, change none of
-# its results, so none is provenance.
-NOT_PROVENANCE = {"checkpoint_every", "log_every", "workers"}
+# How often a run checkpoints and logs, and how and by how many processes its inputs are read,
+# change none of its results, so none is provenance.
+NOT_PROVENANCE = {"checkpoint_every", "log_every", "workers", "features_in_memory"}
 
 
 def seeded_init(params: Params, stage: Stage) -> None:

@@ -1,0 +1,119 @@
+"""How much cheaper are steps 3 and 4 (cached features) than steps 1 and 2 (images), per
+image, and how long do they wait for their data?
+
+Builds a small project of the profile (bench/project.py), takes each training stage's own
+`training(params)` (its modules, reader and loss) and times SGD iterations of the four steps,
+interleaved round by round so that machine noise hits all four alike. Per step: the time the
+reader takes for a batch when it runs in this process, and the time the loop waits for a batch
+when `--workers` DataLoader processes read ahead, as the stages do. Medians over rounds.
+
+    python bench/cache_gain.py [--profile default|vgg16] [--iterations 10] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import importlib
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import click
+import torch
+from torch import nn
+
+from bench.project import PROFILES, build_project, inside, profile_params
+from pipeline import layout
+from pipeline.training.feeding import feed
+from pipeline.training.loop import batch_at
+from pipeline.training.train_and_save import StageTraining
+
+STEPS = (layout.STEP1_RPN, layout.STEP2_FAST_RCNN, layout.STEP3_RPN, layout.STEP4_FAST_RCNN)
+
+
+def timed_round(
+    training: StageTraining, batch_size: int, first: int, iterations: int, workers: int
+) -> dict[str, float]:
+    """Seconds per image: reading in this process, and iterating fed by `workers` readers
+    (total, and the part spent waiting for the next batch)."""
+    module = nn.ModuleDict(training.parts).to(training.device)
+    module.train()
+    optimizer = torch.optim.SGD(
+        [p for p in module.parameters() if p.requires_grad], lr=1e-5, momentum=0.9
+    )
+    batches = [
+        batch_at(first + i, batch_size, training.views, seed=0) for i in range(iterations + 1)
+    ]
+    start = time.perf_counter()
+    for batch in batches[1:]:
+        training.read(batch)
+    read = time.perf_counter() - start
+
+    generator = torch.Generator().manual_seed(first)
+    inputs = iter(feed(training.read, batches, workers, training.device))
+
+    def sgd_step(batch_inputs: object) -> None:
+        total = sum(training.loss_fn(batch_inputs, generator).values())
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        optimizer.step()
+
+    sgd_step(next(inputs))  # untimed: starts the reader processes, warms up allocators
+    wait = 0.0
+    start = time.perf_counter()
+    for _ in batches[1:]:
+        asked = time.perf_counter()
+        batch_inputs = next(inputs)
+        wait += time.perf_counter() - asked
+        sgd_step(batch_inputs)
+    if training.device.type == "cuda":
+        torch.cuda.synchronize()
+    elapsed = time.perf_counter() - start
+    images = iterations * batch_size
+    return {"read": read / images, "iteration": elapsed / images, "wait": wait / images}
+
+
+@click.command()
+@click.option("--profile", type=click.Choice(sorted(PROFILES)), default="default")
+@click.option("--images", default=8, show_default=True, help="Train images of the project.")
+@click.option("--iterations", default=10, show_default=True, help="Iterations per round.")
+@click.option("--rounds", default=3, show_default=True)
+@click.option("--workers", default=1, show_default=True, help="DataLoader processes.")
+def main(profile: str, images: int, iterations: int, rounds: int, workers: int) -> None:
+    params = profile_params(profile, images)
+    with tempfile.TemporaryDirectory() as folder, inside(Path(folder)):
+        click.echo(f"building a {profile} project of {images} train images ...", err=True)
+        build_project(Path(folder), params, until=layout.STEP4_PROPOSAL_TARGETS.name)
+        trainings = {
+            s.name: importlib.import_module(f"stages.{s.name}").training(params) for s in STEPS
+        }
+        sizes = {s.name: getattr(params.train, t.step).images_per_batch
+                 for s, t in zip(STEPS, trainings.values(), strict=True)}  # fmt: skip
+        times: dict[str, list[dict[str, float]]] = {name: [] for name in trainings}
+        for round_ in range(rounds):
+            for name, training in trainings.items():
+                first = round_ * iterations
+                times[name].append(timed_round(training, sizes[name], first, iterations, workers))
+    med = {
+        name: {k: statistics.median(r[k] for r in rounds_) * 1000 for k in rounds_[0]}
+        for name, rounds_ in times.items()
+    }
+    click.echo(
+        f"profile {profile}, device {next(iter(trainings.values())).device}, {rounds} rounds x "
+        f"{iterations} iterations, {workers} reader process(es); medians, ms per image:"
+    )
+    click.echo("| step | images/iteration | iteration | read (in process) | wait (fed) | wait % |")
+    click.echo("|---|---:|---:|---:|---:|---:|")
+    for name, m in med.items():
+        click.echo(
+            f"| {name} | {sizes[name]} | {m['iteration']:.1f} | {m['read']:.1f} | "
+            f"{m['wait']:.2f} | {100 * m['wait'] / m['iteration']:.1f} |"
+        )
+    step1, step2, step3, step4 = (med[s.name]["iteration"] for s in STEPS)
+    click.echo(
+        f"per image: step1 / step3 = {step1 / step3:.1f}x, step2 / step4 = {step2 / step4:.1f}x"
+    )
+
+
+if __name__ == "__main__":
+    main()
