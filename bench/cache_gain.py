@@ -25,14 +25,19 @@ from torch import nn
 from bench.project import PROFILES, build_project, inside, profile_params
 from pipeline import layout
 from pipeline.training.feeding import feed
-from pipeline.training.loop import batch_at
+from pipeline.training.loop import autocast, batch_at
 from pipeline.training.train_and_save import StageTraining
 
 STEPS = (layout.STEP1_RPN, layout.STEP2_FAST_RCNN, layout.STEP3_RPN, layout.STEP4_FAST_RCNN)
 
 
 def timed_round(
-    training: StageTraining, batch_size: int, first: int, iterations: int, workers: int
+    training: StageTraining,
+    batch_size: int,
+    first: int,
+    iterations: int,
+    workers: int,
+    amp: str = "fp32",
 ) -> dict[str, float]:
     """Seconds per image: reading in this process, and iterating fed by `workers` readers
     (total, and the part spent waiting for the next batch)."""
@@ -53,7 +58,8 @@ def timed_round(
     inputs = iter(feed(training.read, batches, workers, training.device))
 
     def sgd_step(batch_inputs: object) -> None:
-        total = sum(training.loss_fn(batch_inputs, generator).values())
+        with autocast(amp, training.device):
+            total = sum(training.loss_fn(batch_inputs, generator).values())
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         optimizer.step()

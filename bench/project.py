@@ -33,15 +33,18 @@ VGG16 = {
 PROFILES: dict[str, dict[str, Any]] = {"default": {}, "vgg16": VGG16}
 
 
-def profile_params(profile: str, images: int, workers: int = 0) -> Params:
+def profile_params(
+    profile: str, images: int, device: str = "cpu", amp: str = "fp32", channels_last: bool = False
+) -> Params:
     """params.yaml with `profile`'s changes, `images` train images (and half as many test
-    images), one iteration per training step."""
+    images), one iteration per training step, on `device`."""
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     changes = copy.deepcopy(PROFILES[profile])
     changes["synthetic"] = {"num_trainval": images, "num_test": max(images // 2, 1)}
     changes["train"] = {
-        "device": "cpu",
-        "workers": workers,
+        "device": device,
+        "amp": amp,
+        "channels_last": channels_last,
         **{s: {**raw["train"][s], "iterations": 1, "lr_steps": [], "warmup": 0} for s in STEPS},
     }
     for section, values in changes.items():

@@ -124,7 +124,7 @@ def train(run: TrainingRun, device: torch.device) -> list[dict[str, float]]:
                 checkpoint_path,
             )
     live = _replay_log(run.work / "live", history)
-    amp = _autocast(run.common.amp, device)
+    amp = autocast(run.common.amp, device)
     guard = _Guard(run, checkpoint_path, exact=device.type == "cpu")
     run.module.train()
     bar = tqdm(
@@ -277,7 +277,7 @@ def _step(
     return {name: value.detach() for name, value in losses.items()}
 
 
-def _autocast(amp: str, device: torch.device) -> AbstractContextManager:
+def autocast(amp: str, device: torch.device) -> AbstractContextManager:
     if amp == "fp32":
         return nullcontext()
     dtype = torch.bfloat16 if amp == "bf16" else torch.float16

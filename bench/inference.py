@@ -1,0 +1,117 @@
+"""How fast does the exported detector run, against torchvision's FasterRCNN with the same
+backbone module (the same weights), anchors, proposal counts and sizes, on the same images?
+
+Both get the same normalised test images at the prepared size, one at a time, in eval mode
+without grad, interleaved round by round. The default profile uses a finished run's model and
+test images (`--model`); `--profile vgg16` builds a small VGG16 project at 600 px
+(bench/project.py), whose untrained model times the same as a trained one up to the number of
+boxes that pass the score threshold.
+
+    python -m bench.inference [--profile default|vgg16] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+import torch
+
+from bench.peer_model import torchvision_detector
+from bench.project import PROFILES, build_project, inside, profile_params
+from pipeline import layout
+from pipeline.artifacts.exported_model import load_detector
+from pipeline.artifacts.prepared import PreparedDataset
+from pipeline.config import load_params
+from pipeline.data.images import normalise
+from pipeline.data.records import TEST
+from pipeline.devices import resolve_device
+
+
+def test_images(prepared: PreparedDataset, count: int) -> list[tuple[torch.Tensor, tuple, float]]:
+    """(normalised image, size, scale) of the first `count` test images."""
+    images = np.nonzero(prepared.split == TEST)[0][:count]
+    out = []
+    for i in images:
+        size = tuple(int(v) for v in prepared.image_sizes[i])
+        out.append(
+            (normalise(prepared.images[int(i)], *size, False), size, float(prepared.scales[i]))
+        )
+    return out
+
+
+def timed(run, images: list, device: torch.device) -> float:
+    """Seconds per image of `run` over `images`, after one untimed image."""
+    run(*images[0])
+    start = time.perf_counter()
+    for image in images:
+        run(*image)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) / len(images)
+
+
+@click.command()
+@click.option("--profile", type=click.Choice(sorted(PROFILES)), default="default")
+@click.option(
+    "--model",
+    "model_path",
+    type=click.Path(path_type=Path),
+    default=layout.EXPORT.out,
+    show_default=True,
+    help="default profile: the exported model of a finished run.",
+)
+@click.option("--images", default=20, show_default=True, help="Test images timed per round.")
+@click.option("--rounds", default=3, show_default=True)
+def main(profile: str, model_path: Path, images: int, rounds: int) -> None:  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        if profile == "default" and model_path.exists():
+            params, source = load_params(), f"{model_path} and its test images"
+            detector, prepared = load_detector(model_path), PreparedDataset(layout.PREPARE.out)
+            picked = test_images(prepared, images)
+        else:
+            params = profile_params(profile, images * 2)
+            source = f"a {profile} project, untrained"
+            with inside(Path(tmp)):
+                click.echo(f"building {source} ...", err=True)
+                build_project(Path(tmp), params, until=layout.EXPORT.name)
+                detector = load_detector(layout.EXPORT.out)
+                picked = test_images(PreparedDataset(layout.PREPARE.out), images)
+        device = resolve_device(params.train.device)
+        detector.eval().to(device)
+        peer = torchvision_detector(params, detector.backbone, len(detector.config.classes))
+        peer.eval().to(device)
+        picked = [(image.to(device), size, scale) for image, size, scale in picked]
+
+        @torch.no_grad()
+        def ours(image: torch.Tensor, size: tuple, scale: float) -> None:
+            detector.detect_view(image, size, scale)
+
+        @torch.no_grad()
+        def theirs(image: torch.Tensor, size: tuple, scale: float) -> None:
+            peer([image[:, : size[0], : size[1]]])
+
+        seconds = {"exported detector": [], "torchvision FasterRCNN": []}
+        for _ in range(rounds):
+            seconds["exported detector"].append(timed(ours, picked, device))
+            seconds["torchvision FasterRCNN"].append(timed(theirs, picked, device))
+    med = {k: statistics.median(v) for k, v in seconds.items()}
+    h, w = picked[0][1]
+    click.echo(
+        f"{source}; device {device}, {len(picked)} images (first {h}x{w}), {rounds} rounds; "
+        "medians:"
+    )
+    click.echo("| detector | images/s | ms/image |")
+    click.echo("|---|---:|---:|")
+    for name, s in med.items():
+        click.echo(f"| {name} | {1 / s:.1f} | {s * 1000:.1f} |")
+    ratio = med["torchvision FasterRCNN"] / med["exported detector"]
+    click.echo(f"exported / torchvision images/s: {ratio:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
