@@ -20,12 +20,11 @@ from pathlib import Path
 
 import click
 import torch
-from torch import nn
 
-from bench.project import PROFILES, build_project, inside, profile_params
+from bench.project import PROFILES, build_project, inside, profile_params, sgd_stepper
 from pipeline import layout
-from pipeline.training.feeding import feed
-from pipeline.training.loop import autocast, batch_at
+from pipeline.data.feeding import feed
+from pipeline.training.loop import batch_at
 from pipeline.training.train_and_save import StageTraining
 
 STEPS = (layout.STEP1_RPN, layout.STEP2_FAST_RCNN, layout.STEP3_RPN, layout.STEP4_FAST_RCNN)
@@ -41,11 +40,7 @@ def timed_round(
 ) -> dict[str, float]:
     """Seconds per image: reading in this process, and iterating fed by `workers` readers
     (total, and the part spent waiting for the next batch)."""
-    module = nn.ModuleDict(training.parts).to(training.device)
-    module.train()
-    optimizer = torch.optim.SGD(
-        [p for p in module.parameters() if p.requires_grad], lr=1e-5, momentum=0.9
-    )
+    sgd_step = sgd_stepper(training, amp)
     batches = [
         batch_at(first + i, batch_size, training.views, seed=0) for i in range(iterations + 1)
     ]
@@ -54,15 +49,7 @@ def timed_round(
         training.read(batch)
     read = time.perf_counter() - start
 
-    generator = torch.Generator().manual_seed(first)
     inputs = iter(feed(training.read, batches, workers, training.device))
-
-    def sgd_step(batch_inputs: object) -> None:
-        with autocast(amp, training.device):
-            total = sum(training.loss_fn(batch_inputs, generator).values())
-        optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        optimizer.step()
 
     sgd_step(next(inputs))  # untimed: starts the reader processes, warms up allocators
     wait = 0.0

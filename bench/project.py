@@ -9,14 +9,18 @@ import contextlib
 import copy
 import importlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
+from torch import nn
 
 from pipeline import layout
 from pipeline.config import Params, parse_params
+from pipeline.training.loop import autocast
+from pipeline.training.train_and_save import StageTraining
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = ("pretrain", "step1", "step2", "step3", "step4")
@@ -70,3 +74,22 @@ def build_project(folder: Path, params: Params, until: str = layout.EXPORT.name)
             importlib.import_module(f"stages.{stage.name}").run(params)
             if stage.name == until:
                 return
+
+
+def sgd_stepper(training: StageTraining, amp: str = "fp32") -> Callable[[Any], None]:
+    """One SGD iteration of a stage's training on a batch's read inputs (a tiny lr: the
+    benchmarks time iterations, they do not train)."""
+    module = nn.ModuleDict(training.parts).to(training.device).train()
+    optimizer = torch.optim.SGD(
+        [p for p in module.parameters() if p.requires_grad], lr=1e-5, momentum=0.9
+    )
+    generator = torch.Generator().manual_seed(0)
+
+    def step(inputs: Any) -> None:
+        with autocast(amp, training.device):
+            total = sum(training.loss_fn(inputs, generator).values())
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        optimizer.step()
+
+    return step

@@ -11,7 +11,7 @@ from pipeline.artifacts.proposals import write_split_proposals
 from pipeline.artifacts.store import expect_params
 from pipeline.config import Params
 from pipeline.data.records import TRAIN
-from pipeline.data.views import ViewSet, split_views
+from pipeline.data.views import ViewImages, ViewSet, split_views
 from pipeline.devices import resolve_device
 from pipeline.layout import PREPARE, STEP1_PROPOSALS, STEP1_RPN, Stage
 from pipeline.model.backbones import build_backbone
@@ -36,14 +36,16 @@ def propose_split(params: Params, stage: Stage, split: int) -> dict:
     views = ViewSet(prepared, split_views(prepared.split, params.augment.flip, split))
     train = split == TRAIN
 
-    def propose(v: int) -> tuple[torch.Tensor, torch.Tensor]:
-        features = backbone(views.image(v)[None].to(device))
+    def propose(v: int, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = backbone(image.to(device))
         return view_proposals(
             rpn, features, params.anchors, params.proposals, views.size(v), views.scale(v), train
         )
 
     inputs = {STEP1_RPN.name: saved["fingerprint"], "prepared": prepared.fingerprint}
-    return write_split_proposals(stage, params, views.views, train, inputs, propose)
+    return write_split_proposals(
+        stage, params, views.views, train, inputs, propose, ViewImages(views), device
+    )
 
 
 def run(params: Params) -> dict:

@@ -39,6 +39,7 @@ def run(params: Params) -> dict:
         device,
         params.store.shard_size,
         params.store.feature_dtype,
+        params.train.workers,
     )
 
 

@@ -34,10 +34,10 @@ def propose_split(params: Params, stage: Stage, split: int) -> dict:
     cached = CachedFeatures(cache, view_rows(views.views, cache.views, str(cache.path)))
     train = split == TRAIN
 
-    def propose(v: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def propose(v: int, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return view_proposals(
             rpn,
-            cached([v]).to(device),
+            features.to(device),
             params.anchors,
             params.proposals,
             views.size(v),
@@ -46,7 +46,7 @@ def propose_split(params: Params, stage: Stage, split: int) -> dict:
         )
 
     inputs = {STEP3_RPN.name: saved["fingerprint"], STEP3_FEATURES.name: cache.fingerprint}
-    return write_split_proposals(stage, params, views.views, train, inputs, propose)
+    return write_split_proposals(stage, params, views.views, train, inputs, propose, cached, device)
 
 
 def run(params: Params) -> dict:

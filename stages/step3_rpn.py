@@ -8,6 +8,7 @@ from pipeline.artifacts.features import CachedFeatures, Features
 from pipeline.artifacts.prepared import PreparedDataset
 from pipeline.artifacts.store import expect_params
 from pipeline.config import Params, to_dict
+from pipeline.data.feeding import on_device
 from pipeline.data.records import TRAIN
 from pipeline.data.views import ViewSet
 from pipeline.devices import resolve_device
@@ -15,7 +16,6 @@ from pipeline.errors import ArtifactError
 from pipeline.layout import ANCHOR_TARGETS, PREPARE, STEP3_FEATURES, STEP3_RPN
 from pipeline.model.rpn import build_rpn
 from pipeline.runner import stage_command
-from pipeline.training.feeding import on_device
 from pipeline.training.rpn_objective import AnchorTargetBatch, RPNLoss
 from pipeline.training.train_and_save import StageTraining, seeded_init, train_and_save
 

@@ -11,6 +11,7 @@ from pipeline.artifacts.prepared import PreparedDataset
 from pipeline.artifacts.proposal_targets import ProposalTargets
 from pipeline.artifacts.store import expect_params
 from pipeline.config import Params, to_dict
+from pipeline.data.feeding import on_device
 from pipeline.data.views import view_rows
 from pipeline.devices import resolve_device
 from pipeline.layout import (
@@ -23,7 +24,6 @@ from pipeline.layout import (
 from pipeline.model.roi_head import build_head
 from pipeline.runner import stage_command
 from pipeline.training.fast_rcnn_objective import FastRCNNLoss, ProposalTargetBatch
-from pipeline.training.feeding import on_device
 from pipeline.training.train_and_save import StageTraining, train_and_save
 
 

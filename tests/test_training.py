@@ -16,12 +16,12 @@ from torch.utils.data import DataLoader
 from pipeline import layout
 from pipeline.artifacts.anchor_targets import AnchorTargets
 from pipeline.artifacts.prepared import PreparedDataset
+from pipeline.data.feeding import _Batches
 from pipeline.data.records import TRAIN
 from pipeline.data.views import ViewImages, ViewSet
 from pipeline.errors import ArtifactError
 from pipeline.model.rpn import build_rpn
 from pipeline.training.backbone_features import BackboneFeatures, initial_backbone
-from pipeline.training.feeding import _Batches
 from pipeline.training.loop import TrainingDiverged, TrainingRun, batch_at, lr_at, train
 from pipeline.training.rpn_objective import AnchorTargetBatch, RPNLoss
 from tests.conftest import inside, stage_function, tiny_params

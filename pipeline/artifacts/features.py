@@ -13,7 +13,7 @@ exported detector's convs see beyond an image's own feature map. Readers get flo
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +29,8 @@ from pipeline.artifacts.store import (
     memory_budget,
     open_artifact,
 )
-from pipeline.data.views import ViewSet
+from pipeline.data.feeding import feed
+from pipeline.data.views import ViewImages, ViewSet
 from pipeline.errors import ParamError
 from pipeline.layout import STEP3_FEATURES
 
@@ -62,7 +63,9 @@ def write_features(
     device: torch.device,
     shard_size: int,
     dtype: str = "float32",
+    workers: int = 0,
 ) -> dict[str, int]:
+    """The features of `views` computed by `backbone`, images read ahead by `workers`."""
     canvas = views.prepared.canvas
     grid = (canvas[0] // backbone.stride, canvas[1] // backbone.stride)
     n, channels = len(views), backbone.out_channels
@@ -80,14 +83,17 @@ def write_features(
     }
     backbone.eval().to(device)
 
-    def make(v: int) -> dict[str, np.ndarray]:
-        features = to_storage(backbone(views.image(v)[None].to(device))[0].cpu(), dtype)
+    def make(v: int, image: Tensor) -> dict[str, np.ndarray]:
+        features = to_storage(backbone(image.to(device))[0].cpu(), dtype)
         _, height, width = features.shape
         canvas_features = np.zeros((channels, *grid), dtype=STORED_AS[dtype])
         canvas_features[:, :height, :width] = features
         return {"features": canvas_features, "feature_sizes": np.array([height, width], np.int32)}
 
-    writer.write_sharded(arrays, make, desc=provenance.stage)
+    def feed_images(items: list[int]) -> Iterable[Tensor]:
+        return feed(ViewImages(views), [[v] for v in items], workers, device)
+
+    writer.write_sharded(arrays, make, provenance.stage, feed_images)
     summary = {"views": n, "channels": channels}
     writer.commit(summary={"counts": summary})
     return summary

@@ -11,8 +11,9 @@ resumed, like every other array.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,6 +21,7 @@ from torch import Tensor
 
 from pipeline.artifacts.store import ArtifactWriter, Provenance, open_artifact
 from pipeline.config import Params, to_dict
+from pipeline.data.feeding import BatchReader, feed
 from pipeline.layout import Stage
 
 
@@ -35,7 +37,9 @@ def write_split_proposals(
     views: np.ndarray,
     train: bool,
     inputs: dict[str, str],
-    propose: Callable[[int], tuple[Tensor, Tensor]],
+    propose: Callable[[int, Any], tuple[Tensor, Tensor]],
+    read: BatchReader,
+    device: torch.device,
 ) -> dict[str, float]:
     """`stage`'s proposals of the train or the test `views`, with the provenance of the params
     that split reads: the shared proposal params and its own top-N, never the other split's."""
@@ -55,7 +59,13 @@ def write_split_proposals(
         inputs=inputs,
     )
     cap = int(chosen[f"{prefix}post_nms"])
-    return write_proposals(stage.out, provenance, views, cap, params.store.shard_size, propose)
+
+    def feed_views(items: list[int]) -> Iterable[Any]:
+        return feed(read, [[v] for v in items], params.train.workers, device)
+
+    return write_proposals(
+        stage.out, provenance, views, cap, params.store.shard_size, propose, feed_views
+    )
 
 
 def write_proposals(
@@ -64,9 +74,11 @@ def write_proposals(
     views: np.ndarray,
     cap: int,
     shard_size: int,
-    propose: Callable[[int], tuple[Tensor, Tensor]],
+    propose: Callable[[int, Any], tuple[Tensor, Tensor]],
+    feed_views: Callable[[list[int]], Iterable[Any]],
 ) -> dict[str, float]:
-    """Proposals of `views`: `propose(v)` gives the boxes and scores of view v (at most `cap`)."""
+    """Proposals of `views`: `propose(v, inputs)` gives the boxes and scores of view v (at most
+    `cap`) from its inputs, which `feed_views` reads ahead."""
     writer = ArtifactWriter(out, provenance)
     n = len(views)
     writer.array("views", views.shape, np.int64)[...] = views
@@ -76,15 +88,15 @@ def write_proposals(
         "count": writer.array("count", (n,), np.int32, shard_items=shard_size),
     }
 
-    def make(v: int) -> dict[str, np.ndarray]:
-        boxes, scores = propose(v)
+    def make(v: int, inputs: Any) -> dict[str, np.ndarray]:
+        boxes, scores = propose(v, inputs)
         return {
             "boxes": pad_rows(boxes.cpu().numpy(), cap),
             "scores": pad_rows(scores.cpu().numpy(), cap),
             "count": np.int32(len(boxes)),
         }
 
-    writer.write_sharded(arrays, make, desc=provenance.stage)
+    writer.write_sharded(arrays, make, provenance.stage, feed_views)
     counts = arrays["count"][...]
     summary = {
         "views": n,

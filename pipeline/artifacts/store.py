@@ -16,7 +16,7 @@ import logging
 import math
 import os
 import shutil
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -164,18 +164,23 @@ class ArtifactWriter:
     def write_sharded(
         self,
         arrays: Mapping[str, zarr.Array],
-        make_item: Callable[[int], Mapping[str, np.ndarray]],
+        make_item: Callable[..., Mapping[str, np.ndarray]],
         desc: str,
+        feed_items: Callable[[list[int]], Iterable[Any]] | None = None,
     ) -> None:
         """Fill `arrays` item by item, one whole shard per write, skipping finished shards.
 
         Zarr cannot merge partial writes into one shard from several writers, so each shard is
         assembled in memory and written whole; that also makes a shard the unit of resumption.
+        With `feed_items` (the inputs of the given items, in order, e.g. read ahead by
+        `pipeline.data.feeding.feed`), item i is `make_item(i, its inputs)`, else `make_item(i)`.
         """
         first = next(iter(arrays.values()))
         n, per_shard = first.shape[0], first.shards[0]
         pending = [s for s in range(math.ceil(n / per_shard)) if not self._shard_done(first, s)]
         done_items = n - sum(min(per_shard, n - s * per_shard) for s in pending)
+        todo = [i for s in pending for i in range(s * per_shard, min(n, (s + 1) * per_shard))]
+        inputs = iter(feed_items(todo)) if feed_items is not None else None
         with tqdm(
             total=n, initial=done_items, desc=desc, unit="img", leave=False, disable=None
         ) as bar:
@@ -183,7 +188,7 @@ class ArtifactWriter:
                 start, stop = shard * per_shard, min(n, (shard + 1) * per_shard)
                 items = []
                 for i in range(start, stop):
-                    items.append(make_item(i))
+                    items.append(make_item(i) if inputs is None else make_item(i, next(inputs)))
                     bar.update()
                 for name, array in arrays.items():
                     array[start:stop] = np.stack([item[name] for item in items])

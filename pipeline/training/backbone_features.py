@@ -1,6 +1,6 @@
 """The backbone of steps 1 and 2: where both start from, and the features it computes on
 images, with grad as it trains. (Steps 3 and 4 read features from the cache instead, and
-only move them to the device: `feeding.on_device`.)"""
+only move them to the device: `pipeline.data.feeding.on_device`.)"""
 
 from __future__ import annotations
 

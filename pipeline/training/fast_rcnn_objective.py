@@ -10,10 +10,10 @@ from torch import Tensor
 
 from pipeline.artifacts.proposal_targets import ProposalTargets
 from pipeline.config import RoIParams
+from pipeline.data.feeding import BatchReader, FeatureSource
 from pipeline.model.losses import fast_rcnn_loss
 from pipeline.model.roi_head import FastRCNNHead, rois_with_batch_index
 from pipeline.model.sampling import sample_foreground_background
-from pipeline.training.feeding import BatchReader, FeatureSource
 
 ViewTargets = tuple[Tensor, Tensor, Tensor, Tensor]  # candidate boxes, best IoU, class, deltas
 

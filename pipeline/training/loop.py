@@ -6,7 +6,7 @@ and iteration i reseeds torch's generator (dropout) and the mini-batch sampler w
 number, which the checkpoint records with the model and optimizer state, so a resumed run
 draws exactly what an uninterrupted one would. The learning rate is a function of the
 iteration too (step decay), so there is no scheduler state to lose. Inputs are read ahead by
-DataLoader workers (`feeding.py`); what they read depends only on the batch.
+DataLoader workers (`pipeline/data/feeding.py`); what they read depends only on the batch.
 
 On a GPU the loop never waits for the device within an iteration: losses are summed on the
 device and read (with the finiteness checks) only when a log line or a checkpoint is due.
@@ -33,10 +33,10 @@ from tqdm import tqdm
 
 from pipeline.artifacts.model_files import atomic_save, safe_load
 from pipeline.config import StepParams, TrainParams
+from pipeline.data.feeding import BatchReader, feed
 from pipeline.devices import configure_backend
 from pipeline.errors import ArtifactError, FrcnnError
 from pipeline.seeds import derived_seed
-from pipeline.training.feeding import BatchReader, feed
 
 log = logging.getLogger(__name__)
 LossFn = Callable[[Any, torch.Generator], dict[str, Tensor]]  # a batch's inputs -> loss terms

@@ -9,11 +9,11 @@ from torch import Tensor
 
 from pipeline.artifacts.anchor_targets import AnchorTargets
 from pipeline.config import RPNParams
+from pipeline.data.feeding import BatchReader, FeatureSource
 from pipeline.model.losses import rpn_loss
 from pipeline.model.rpn import RPNHead
 from pipeline.model.sampling import sample_foreground_background
 from pipeline.model.targets import BACKGROUND, FOREGROUND, IGNORE
-from pipeline.training.feeding import BatchReader, FeatureSource
 
 
 class AnchorTargetBatch:

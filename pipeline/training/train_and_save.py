@@ -14,9 +14,9 @@ from torch import nn
 from pipeline.artifacts.model_files import save_model
 from pipeline.artifacts.store import PARTIAL_SUFFIX, Provenance
 from pipeline.config import Params, to_dict
+from pipeline.data.feeding import BatchReader
 from pipeline.layout import Stage, live_log
 from pipeline.seeds import derived_seed
-from pipeline.training.feeding import BatchReader
 from pipeline.training.loop import LossFn, TrainingRun, publish_log, train
 
 # How often a run checkpoints and logs, and how and by how many processes its inputs are read,
