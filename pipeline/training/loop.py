@@ -18,6 +18,7 @@ import logging
 import math
 import shutil
 import signal
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
@@ -156,8 +157,13 @@ def train(run: TrainingRun, device: torch.device) -> list[dict[str, float]]:
             state["scaler"] = scaler.state_dict()
         atomic_save(state, checkpoint_path)
 
+    waited, began = 0.0, time.perf_counter()
     with _deferred_interrupt() as interrupted:
-        for iteration, batch_inputs in zip(bar, inputs, strict=False):
+        fed = iter(inputs)
+        for iteration in bar:
+            asked = time.perf_counter()
+            batch_inputs = next(fed)
+            waited += time.perf_counter() - asked
             losses = _step(run, iteration, batch_inputs, optimizer, scaler, amp, guard)
             done = iteration + 1
             for name, value in losses.items():
@@ -183,6 +189,15 @@ def train(run: TrainingRun, device: torch.device) -> list[dict[str, float]]:
                 raise KeyboardInterrupt(f"{run.stage}: interrupted; checkpoint at iteration {done}")
     bar.close()
     live.end()
+    if batches:
+        elapsed = time.perf_counter() - began
+        log.info(
+            "%s: %d iterations in %.0f s, %.0f%% of it waiting for data",
+            run.stage,
+            len(batches),
+            elapsed,
+            100 * waited / elapsed,
+        )
     return history
 
 
