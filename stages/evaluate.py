@@ -19,7 +19,8 @@ from pipeline.artifacts.proposals import Proposals
 from pipeline.config import Params
 from pipeline.data.images import normalise
 from pipeline.data.records import TEST
-from pipeline.evaluation.drawing import DETECTION, GT, draw_boxes
+from pipeline.evaluation.drawing import auto_scale, draw_outcomes
+from pipeline.evaluation.figures import ap_by_size, pr_curves, save_png
 from pipeline.evaluation.metrics import (
     ImageDetections,
     ImageTruth,
@@ -29,6 +30,7 @@ from pipeline.evaluation.metrics import (
     proposal_recall,
     voc_metrics,
 )
+from pipeline.evaluation.outcomes import image_outcomes
 from pipeline.layout import (
     EVALUATE,
     EXPORT,
@@ -40,6 +42,7 @@ from pipeline.layout import (
 from pipeline.runner import stage_command
 
 SAMPLES = 6
+SAMPLE_SCORE = 0.5  # detections drawn on the samples
 RECALL_TOP = 300
 
 
@@ -97,6 +100,8 @@ def evaluate(prepared_path: Path, model_path: Path, proposals: dict[str, Stage],
     if out.exists():
         shutil.rmtree(out)
     (out / "pr").mkdir(parents=True)
+    save_png(pr_curves(curves, metrics["per_class"]), out / "plots" / "pr_curves.png")
+    save_png(ap_by_size(metrics), out / "plots" / "ap_by_size.png")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     (out / "detections.json").write_text(json.dumps(results) + "\n")
     for name, curve in curves.items():
@@ -118,23 +123,30 @@ def _test_proposals(proposals: Proposals, prepared: PreparedDataset) -> list[np.
 def _samples(
     prepared: PreparedDataset, images: np.ndarray, found: list[ImageDetections], folder: Path
 ) -> None:
+    """The first test images with their detections (score >= SAMPLE_SCORE) coloured by
+    outcome, and the objects they missed."""
     folder.mkdir(parents=True)
     for i, det in zip(images, found, strict=False):
         h, w = prepared.image_sizes[i]
         scale = prepared.scales[i]
         picture = Image.fromarray(prepared.images[int(i)][:h, :w])
-        draw_boxes(picture, prepared.boxes(int(i)).numpy(), GT)
-        captions = [
-            f"{prepared.classes[k]} {s:.2f}" for k, s in zip(det.labels, det.scores, strict=True)
-        ]
-        keep = det.scores >= 0.5
-        draw_boxes(
-            picture,
-            det.boxes[keep] * scale,
-            DETECTION,
-            [c for c, k in zip(captions, keep, strict=True) if k],
+        keep = det.scores >= SAMPLE_SCORE
+        boxes, labels, scores = det.boxes[keep] * scale, det.labels[keep], det.scores[keep]
+        gt_boxes, gt_labels = prepared.boxes(int(i)).numpy(), prepared.labels(int(i)).numpy()
+        outcomes = image_outcomes(
+            boxes, scores, labels, gt_boxes, gt_labels, prepared.difficult(int(i)).numpy()
         )
-        picture.save(folder / f"{prepared.image_ids[i]}.png")
+        names = prepared.classes
+        drawn = draw_outcomes(
+            picture,
+            boxes,
+            [f"{names[k]} {s:.2f}" for k, s in zip(labels, scores, strict=True)],
+            outcomes.detections,
+            gt_boxes[outcomes.missed],
+            [names[k] for k in gt_labels[outcomes.missed]],
+            auto_scale(picture),
+        )
+        save_png(drawn, folder / f"{prepared.image_ids[i]}.png")
 
 
 def run(params: Params) -> dict:
