@@ -58,9 +58,14 @@ STAGES = (
 )
 
 
-def live_log(stage: Stage) -> Path:
-    """The DVCLive folder a training stage publishes its loss log to (a DVC plots output)."""
-    return stage.out.with_name(f"{stage.out.stem}_live")
+def live_log(stage: Stage, data: Path = DATA) -> Path:
+    """The DVCLive folder a training stage publishes its loss log to (a DVC plots output),
+    in `data` or another data folder."""
+    out = under(data, stage)
+    return out.with_name(f"{out.stem}_live")
+
+
+CURVES = "plots/images/curves.png"  # a training stage's loss and lr figure, in its live folder
 
 
 def under(data: Path, stage: Stage) -> Path:

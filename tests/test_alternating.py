@@ -172,18 +172,47 @@ def test_show_draws_the_requested_layers_on_the_prepared_image(tiny_pipeline, tm
     out = tmp_path / "show.png"
     result = CliRunner().invoke(
         main, ["show", "--image", "000000", "--layers", "gt,anchors,proposals", "--step", "1",
-               "--data", str(root / "data"), "-o", str(out)],
+               "--data", str(root / "data"), "--scale", "1", "-o", str(out)],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     prepared = PreparedDataset(root / layout.PREPARE.out)
     h, w = prepared.image_sizes[0]
-    picture = np.asarray(Image.open(out))
-    assert picture.shape == (h, w, 3)
+    drawn = np.asarray(Image.open(out))
+    assert drawn.shape[1] == w and drawn.shape[0] > h  # the legend below the image
+    picture = drawn[:h]
     x1, y1, _, y2 = prepared.boxes(0)[0].round().int().tolist()
     edge = picture[y1 + (y2 - y1) // 2, max(x1 - 1, 0) : x1 + 2]
     assert (edge == GT).all(axis=1).any()  # the gt box's left edge is drawn in the gt colour
     plain = prepared.images[0][:h, :w]
     assert (picture != plain).any(axis=2).mean() > 0.01
+    assert (drawn[h:] == GT).all(axis=2).any()  # the legend's gt entry
+    enlarged = tmp_path / "big.png"
+    result = CliRunner().invoke(
+        main, ["show", "--image", "000000", "--data", str(root / "data"), "--scale", "3",
+               "-o", str(enlarged)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert Image.open(enlarged).width == 3 * w
+
+
+def test_report_is_one_page_with_every_figure_inlined_and_no_external_url(
+    tiny_pipeline, tmp_path
+):
+    root, _ = tiny_pipeline
+    out = tmp_path / "report.html"
+    result = CliRunner().invoke(
+        main, ["report", "--data", str(root / "data"), "--params", str(root / "params.yaml"),
+               "-o", str(out)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    page = out.read_text()
+    metrics = json.loads((root / layout.EVALUATE.out / "metrics.json").read_text())
+    assert f"{metrics['map_voc07']:.3f}" in page and "AP per class" in page
+    figures = 5 + 2 + len(list((root / layout.EVALUATE.out / "samples").glob("*.png")))
+    assert page.count('src="data:image/png;base64,') == page.count("src=") == figures
+    assert "http://" not in page and "https://" not in page and "url(" not in page
+    missing = CliRunner().invoke(main, ["report", "--data", str(tmp_path), "-o", str(out)])
+    assert missing.exit_code == 1 and "metrics.json: not found" in missing.output
 
 
 def test_show_rejects_an_unknown_layer_and_image(tiny_pipeline, tmp_path):

@@ -16,6 +16,7 @@ from pipeline.cli.detect_images import detect_file, draw_results
 from pipeline.cli.inspect_artifact import describe_artifact, format_description
 from pipeline.cli.show_image import LAYERS, draw_layers
 from pipeline.errors import FrcnnError
+from pipeline.evaluation.report import build_report
 from pipeline.layout import DATA, EXPORT
 from pipeline.runner import report_errors
 
@@ -90,6 +91,12 @@ def verify(ctx: click.Context, paths: tuple[Path, ...]) -> None:
 @click.option("--top-k", default=20, show_default=True, help="Proposals to draw.")
 @click.option("--score-thresh", default=0.5, show_default=True, help="Detections to draw.")
 @click.option(
+    "--scale",
+    type=click.FloatRange(min=0.1, max=16),
+    default=None,
+    help="Enlarge the picture by this factor [default: to at least 576 px on the short side].",
+)
+@click.option(
     "--data", type=click.Path(file_okay=False, path_type=Path), default=str(DATA), show_default=True
 )
 @click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
@@ -101,6 +108,7 @@ def show(
     step: str,
     top_k: int,
     score_thresh: float,
+    scale: float | None,
     data: Path,
     out: Path,
 ) -> None:
@@ -108,11 +116,37 @@ def show(
 
     def draw() -> None:
         chosen = [layer.strip() for layer in layers.split(",") if layer.strip()]
-        picture = draw_layers(data, reference, chosen, int(step), top_k, score_thresh)
+        picture = draw_layers(data, reference, chosen, int(step), top_k, score_thresh, scale)
         out.parent.mkdir(parents=True, exist_ok=True)
         picture.save(out)
 
     report_errors(ctx.obj["debug"], draw)
+    click.echo(f"wrote {out}")
+
+
+@main.command()
+@click.option(
+    "--data", type=click.Path(file_okay=False, path_type=Path), default=str(DATA), show_default=True
+)
+@click.option(
+    "--params",
+    "params_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default="params.yaml",
+    show_default=True,
+)
+@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), default="report.html",
+              show_default=True)  # fmt: skip
+@click.pass_context
+def report(ctx: click.Context, data: Path, params_path: Path, out: Path) -> None:
+    """Write one self-contained HTML page of the run: metrics, curves, samples (no network)."""
+
+    def write() -> None:
+        page = build_report(data, params_path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(page, encoding="utf-8")
+
+    report_errors(ctx.obj["debug"], write)
     click.echo(f"wrote {out}")
 
 

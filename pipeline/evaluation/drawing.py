@@ -17,7 +17,7 @@ from pipeline.evaluation.outcomes import (
     WRONG_CLASS,
 )
 
-GT = (40, 220, 40)
+GT = (0, 200, 220)
 DETECTION = (255, 60, 60)
 PROPOSAL = (255, 200, 0)
 POSITIVE_ANCHOR = (0, 160, 255)

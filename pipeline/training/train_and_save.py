@@ -16,16 +16,13 @@ from pipeline.artifacts.store import PARTIAL_SUFFIX, Provenance
 from pipeline.config import Params, to_dict
 from pipeline.data.feeding import BatchReader
 from pipeline.evaluation.figures import save_png, training_curves
-from pipeline.layout import Stage, live_log
+from pipeline.layout import CURVES, Stage, live_log
 from pipeline.seeds import derived_seed
 from pipeline.training.loop import LossFn, TrainingRun, publish_log, train
 
 # How often a run checkpoints and logs, and how and by how many processes its inputs are read,
 # change none of its results, so none is provenance.
 NOT_PROVENANCE = {"checkpoint_every", "log_every", "workers", "features_in_memory"}
-
-
-CURVES = "plots/images/curves.png"  # in the stage's DVCLive folder, a DVC image plot
 
 
 def seeded_init(params: Params, stage: Stage) -> None:
