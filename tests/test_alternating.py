@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from pipeline import layout
+from pipeline.artifacts import features as features_module
 from pipeline.artifacts.exported_model import load_detector
 from pipeline.artifacts.features import STORED_AS, CachedFeatures, Features, write_features
 from pipeline.artifacts.model_files import load_model
@@ -23,7 +24,7 @@ from pipeline.data.records import TEST
 from pipeline.data.synthetic import SYNTHETIC_CLASSES
 from pipeline.data.views import ViewSet, view_rows
 from pipeline.data.voc import read_voc_split
-from pipeline.errors import ArtifactError
+from pipeline.errors import ArtifactError, ParamError
 from pipeline.evaluation.drawing import GT
 from pipeline.evaluation.metrics import ImageDetections
 from pipeline.model import backbones
@@ -121,6 +122,24 @@ def test_a_half_precision_cache_holds_the_features_to_its_rounding_in_fewer_byte
     assert stored < 0.7 * full
 
 
+def test_features_in_memory_read_the_same_and_are_refused_past_the_memory_budget(
+    tiny_pipeline, monkeypatch
+):
+    root, _ = tiny_pipeline
+    with inside(root):
+        on_disk, in_memory = (
+            Features(layout.STEP3_FEATURES.out),
+            Features(layout.STEP3_FEATURES.out),
+        )
+        in_memory.load_into_memory("train.features_in_memory")
+        assert isinstance(in_memory.features, np.ndarray)
+        rows = [0, 2, 1]
+        assert torch.equal(CachedFeatures(on_disk)(rows), CachedFeatures(in_memory)(rows))
+        monkeypatch.setattr(features_module, "memory_budget", lambda: 1000)
+        with pytest.raises(ParamError, match="'train.features_in_memory' is true but .* GiB"):
+            on_disk.load_into_memory("train.features_in_memory")
+
+
 def test_steps_3_and_4_never_build_or_run_a_backbone(tiny_pipeline, monkeypatch):
     root, p = tiny_pipeline
 
@@ -195,9 +214,7 @@ def test_show_draws_the_requested_layers_on_the_prepared_image(tiny_pipeline, tm
     assert Image.open(enlarged).width == 3 * w
 
 
-def test_report_is_one_page_with_every_figure_inlined_and_no_external_url(
-    tiny_pipeline, tmp_path
-):
+def test_report_is_one_page_with_every_figure_inlined_and_no_external_url(tiny_pipeline, tmp_path):
     root, _ = tiny_pipeline
     out = tmp_path / "report.html"
     result = CliRunner().invoke(
