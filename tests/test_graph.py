@@ -2,6 +2,9 @@
 `dvc` on the tiny profile in a throw-away copy of the repository."""
 
 import json
+import re
+import shutil
+import subprocess
 
 import pytest
 import yaml
@@ -152,3 +155,26 @@ def test_a_killed_stage_rerun_after_a_code_edit_starts_afresh(tmp_path, monkeypa
     assert stages_run(output) == ["step3_features"]
     assert "discarding unfinished work made from other params, inputs or code" in output
     assert not (root / "data" / "step3" / "features.zarr.partial").exists()
+
+
+def test_a_clone_pulls_the_artifacts_from_a_remote_and_reruns_nothing(built, tmp_path):
+    remote = tmp_path / "remote"
+    dvc(built, "remote", "add", "--local", "-d", "shared", str(remote))
+    pushed = dvc(built, "push")
+    assert re.search(r"\d+ files? pushed", pushed), pushed
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(built), str(clone)], check=True)
+    # What git holds after `dvc repro`: dvc.lock and the metrics (not cached by DVC).
+    for committed in ("dvc.lock", "data/eval/metrics.json"):
+        (clone / committed).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(built / committed, clone / committed)
+    dvc(clone, "remote", "add", "--local", "-d", "shared", str(remote))
+    dvc(clone, "pull")
+    assert changed(clone) == set()
+    assert stages_run(dvc(clone, "repro")) == []  # the feature cache is pulled, not recomputed
+    features = "data/step3/features.zarr"
+    mine = {p.relative_to(built / features): p.read_bytes()
+            for p in (built / features).rglob("*") if p.is_file()}  # fmt: skip
+    theirs = {p.relative_to(clone / features): p.read_bytes()
+              for p in (clone / features).rglob("*") if p.is_file()}  # fmt: skip
+    assert mine == theirs
