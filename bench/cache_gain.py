@@ -5,9 +5,10 @@ Builds a small project of the profile (bench/project.py), takes each training st
 `training(params)` (its modules, reader and loss) and times SGD iterations of the four steps,
 interleaved round by round so that machine noise hits all four alike. Per step: the time the
 reader takes for a batch when it runs in this process, and the time the loop waits for a batch
-when `--workers` DataLoader processes read ahead, as the stages do. Medians over rounds.
+when `--workers` DataLoader processes read ahead, as the stages do (steps 3 and 4 read in
+process when they keep their inputs in memory). Medians over rounds.
 
-    python bench/cache_gain.py [--profile default|vgg16] [--iterations 10] [--rounds 3]
+    python -m bench.cache_gain [--profile default|vgg16] [--iterations 10] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ def timed_round(
         training.read(batch)
     read = time.perf_counter() - start
 
+    if training.workers is not None:  # the stage's own choice: none when reading memory
+        workers = training.workers
     inputs = iter(feed(training.read, batches, workers, training.device))
 
     sgd_step(next(inputs))  # untimed: starts the reader processes, warms up allocators
@@ -63,7 +66,12 @@ def timed_round(
         torch.cuda.synchronize()
     elapsed = time.perf_counter() - start
     images = iterations * batch_size
-    return {"read": read / images, "iteration": elapsed / images, "wait": wait / images}
+    return {
+        "read": read / images,
+        "iteration": elapsed / images,
+        "wait": wait / images,
+        "workers": workers,
+    }
 
 
 @click.command()
@@ -93,14 +101,18 @@ def main(profile: str, images: int, iterations: int, rounds: int, workers: int) 
     }
     click.echo(
         f"profile {profile}, device {next(iter(trainings.values())).device}, {rounds} rounds x "
-        f"{iterations} iterations, {workers} reader process(es); medians, ms per image:"
+        f"{iterations} iterations; medians, ms per image (readers: DataLoader processes; 0 where "
+        "a step keeps its inputs in memory, train.features_in_memory):"
     )
-    click.echo("| step | images/iteration | iteration | read (in process) | wait (fed) | wait % |")
-    click.echo("|---|---:|---:|---:|---:|---:|")
+    click.echo(
+        "| step | images/iteration | readers | iteration | read (in process) | wait (fed) "
+        "| wait % |"
+    )
+    click.echo("|---|---:|---:|---:|---:|---:|---:|")
     for name, m in med.items():
         click.echo(
-            f"| {name} | {sizes[name]} | {m['iteration']:.1f} | {m['read']:.1f} | "
-            f"{m['wait']:.2f} | {100 * m['wait'] / m['iteration']:.1f} |"
+            f"| {name} | {sizes[name]} | {m['workers']:.0f} | {m['iteration']:.1f} | "
+            f"{m['read']:.1f} | {m['wait']:.2f} | {100 * m['wait'] / m['iteration']:.1f} |"
         )
     step1, step2, step3, step4 = (med[s.name]["iteration"] for s in STEPS)
     click.echo(

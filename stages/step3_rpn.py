@@ -6,7 +6,7 @@ import numpy as np
 from pipeline.artifacts.anchor_targets import AnchorTargets
 from pipeline.artifacts.features import CachedFeatures, Features
 from pipeline.artifacts.prepared import PreparedDataset
-from pipeline.artifacts.store import expect_params
+from pipeline.artifacts.store import expect_params, keep_in_memory
 from pipeline.config import Params, to_dict
 from pipeline.data.feeding import on_device
 from pipeline.data.records import TRAIN
@@ -28,8 +28,6 @@ def training(params: Params) -> StageTraining:
         STEP3_FEATURES.out,
         expect={**expect_params(params, "augment"), "inputs.prepared": prepared.fingerprint},
     )
-    if params.train.features_in_memory:
-        cache.load_into_memory("train.features_in_memory")
     targets = AnchorTargets(
         ANCHOR_TARGETS.out,
         expect={
@@ -42,6 +40,11 @@ def training(params: Params) -> StageTraining:
             f"{ANCHOR_TARGETS.out}: its views differ from {STEP3_FEATURES.out}'s; run `dvc repro`"
         )
     views = ViewSet(prepared, cache.views)
+    in_memory = keep_in_memory(
+        params.train.features_in_memory,
+        "train.features_in_memory",
+        [(cache, "features"), (targets, "labels"), (targets, "deltas")],
+    )
     seeded_init(params, STEP3_RPN)
     rpn = build_rpn(params.anchors, params.rpn, cache.channels)
     return StageTraining(
@@ -54,6 +57,7 @@ def training(params: Params) -> StageTraining:
         sections={"rpn": to_dict(params.rpn), "anchors": to_dict(params.anchors)},
         inputs={STEP3_FEATURES.name: cache.fingerprint, ANCHOR_TARGETS.name: targets.fingerprint},
         device=device,
+        workers=0 if in_memory else None,  # reading memory needs no process of its own
     )
 
 

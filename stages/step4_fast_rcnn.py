@@ -9,7 +9,7 @@ from pipeline.artifacts.features import CachedFeatures, Features
 from pipeline.artifacts.model_files import load_model
 from pipeline.artifacts.prepared import PreparedDataset
 from pipeline.artifacts.proposal_targets import ProposalTargets
-from pipeline.artifacts.store import expect_params
+from pipeline.artifacts.store import expect_params, keep_in_memory
 from pipeline.config import Params, to_dict
 from pipeline.data.feeding import on_device
 from pipeline.data.views import view_rows
@@ -40,14 +40,17 @@ def training(params: Params) -> StageTraining:
             f"inputs.{STEP2_FAST_RCNN.name}": detector["fingerprint"],
         },
     )
-    if params.train.features_in_memory:
-        cache.load_into_memory("train.features_in_memory")
     targets = ProposalTargets(
         STEP4_PROPOSAL_TARGETS.out,
         STEP4_PROPOSAL_TARGETS.name,
         expect={"inputs.prepared": prepared.fingerprint},
     )
     rows = view_rows(targets.views, cache.views, str(cache.path))
+    in_memory = keep_in_memory(
+        params.train.features_in_memory,
+        "train.features_in_memory",
+        [(cache, "features"), *((targets, a) for a in ("boxes", "iou", "labels", "deltas"))],
+    )
     head = build_head(
         dataclasses.replace(params.backbone, weights=None),
         params.roi,
@@ -71,6 +74,7 @@ def training(params: Params) -> StageTraining:
             STEP2_FAST_RCNN.name: detector["fingerprint"],
         },
         device=device,
+        workers=0 if in_memory else None,  # reading memory needs no process of its own
     )
 
 

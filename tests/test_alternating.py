@@ -12,13 +12,13 @@ from click.testing import CliRunner
 from PIL import Image
 
 from pipeline import layout
-from pipeline.artifacts import features as features_module
+from pipeline.artifacts import store as store_module
 from pipeline.artifacts.exported_model import load_detector
 from pipeline.artifacts.features import STORED_AS, CachedFeatures, Features, write_features
 from pipeline.artifacts.model_files import load_model
 from pipeline.artifacts.prepared import PreparedDataset
 from pipeline.artifacts.proposals import Proposals
-from pipeline.artifacts.store import Provenance
+from pipeline.artifacts.store import Provenance, keep_in_memory
 from pipeline.cli.main import main
 from pipeline.data.records import TEST
 from pipeline.data.synthetic import SYNTHETIC_CLASSES
@@ -122,22 +122,23 @@ def test_a_half_precision_cache_holds_the_features_to_its_rounding_in_fewer_byte
     assert stored < 0.7 * full
 
 
-def test_features_in_memory_read_the_same_and_are_refused_past_the_memory_budget(
+def test_features_in_memory_read_the_same_and_always_is_refused_past_the_memory_budget(
     tiny_pipeline, monkeypatch
 ):
     root, _ = tiny_pipeline
+    key = "train.features_in_memory"
     with inside(root):
-        on_disk, in_memory = (
-            Features(layout.STEP3_FEATURES.out),
-            Features(layout.STEP3_FEATURES.out),
-        )
-        in_memory.load_into_memory("train.features_in_memory")
+        on_disk, in_memory = (Features(layout.STEP3_FEATURES.out) for _ in range(2))
+        assert not keep_in_memory("never", key, [(on_disk, "features")])
+        assert keep_in_memory("auto", key, [(in_memory, "features")])
         assert isinstance(in_memory.features, np.ndarray)
         rows = [0, 2, 1]
         assert torch.equal(CachedFeatures(on_disk)(rows), CachedFeatures(in_memory)(rows))
-        monkeypatch.setattr(features_module, "memory_budget", lambda: 1000)
-        with pytest.raises(ParamError, match="'train.features_in_memory' is true but .* GiB"):
-            on_disk.load_into_memory("train.features_in_memory")
+        monkeypatch.setattr(store_module, "memory_budget", lambda: 1000)
+        assert not keep_in_memory("auto", key, [(on_disk, "features")])
+        with pytest.raises(ParamError, match="'train.features_in_memory' is 'always' but"):
+            keep_in_memory("always", key, [(on_disk, "features")])
+        assert not isinstance(on_disk.features, np.ndarray)
 
 
 def test_steps_3_and_4_never_build_or_run_a_backbone(tiny_pipeline, monkeypatch):

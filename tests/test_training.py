@@ -286,9 +286,8 @@ def test_readers_ahead_change_nothing(tiny_data, tmp_path):
     root, p = tiny_data
     runs = {}
     for workers in (0, 2):
-        common = dataclasses.replace(p.train, workers=workers)
         run = dataclasses.replace(
-            rpn_run(root, p, tmp_path / str(workers), iterations=6), common=common
+            rpn_run(root, p, tmp_path / str(workers), iterations=6), workers=workers
         )
         runs[workers] = (run, train(run, CPU))
     assert runs[0][1] == runs[2][1]  # the loss log

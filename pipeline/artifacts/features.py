@@ -12,7 +12,6 @@ exported detector's convs see beyond an image's own feature map. Readers get flo
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,12 +25,10 @@ from pipeline.artifacts.store import (
     ArtifactWriter,
     Provenance,
     ReopensInWorkers,
-    memory_budget,
     open_artifact,
 )
 from pipeline.data.feeding import feed
 from pipeline.data.views import ViewImages, ViewSet
-from pipeline.errors import ParamError
 from pipeline.layout import STEP3_FEATURES
 
 if TYPE_CHECKING:  # steps 3 and 4 read the cache without any backbone code
@@ -108,24 +105,13 @@ class Features(ReopensInWorkers):
         self.group = open_artifact(self.path, STEP3_FEATURES.name, expect)
         self.fingerprint: str = self.group.attrs["fingerprint"]
         self.views: np.ndarray = self.group["views"][...]
-        self.features: CheckedArray | np.ndarray = self.group["features"]
+        self.features: CheckedArray | np.ndarray = self.group["features"]  # see keep_in_memory
         self.dtype: str = self.features.attrs.get("values", "float32")
         self.sizes: np.ndarray = self.group["feature_sizes"][...]
 
     @property
     def channels(self) -> int:
         return int(self.features.shape[1])
-
-    def load_into_memory(self, key: str) -> None:
-        """Read the whole cache once, so that training reads memory instead of disk; refused
-        (naming `key`, the option that asked) when it would take over a quarter of the RAM."""
-        size = math.prod(self.features.shape) * np.dtype(self.features.dtype).itemsize
-        if size > memory_budget():
-            raise ParamError(
-                f"params.yaml: '{key}' is true but {self.path} takes {size / 2**30:.1f} GiB, "
-                f"over a quarter of this machine's memory; set it to false"
-            )
-        self.features = self.features[...]
 
 
 class CachedFeatures:

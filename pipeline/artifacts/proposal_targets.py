@@ -73,14 +73,16 @@ class ProposalTargets(ReopensInWorkers):
         self.fingerprint: str = self.group.attrs["fingerprint"]
         self.views: np.ndarray = self.group["views"][...]
         self.count = self.group["count"][...]
+        # Arrays or, after `keep_in_memory`, their content.
+        self.boxes, self.iou = self.group["boxes"], self.group["iou"]
+        self.labels, self.deltas = self.group["labels"], self.group["deltas"]
 
     def of_view(self, v: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Candidate boxes, best IoU, class (int64) and normalised deltas of view v."""
         n = int(self.count[v])
-        g = self.group
         return (
-            torch.from_numpy(g["boxes"][v, :n]),
-            torch.from_numpy(g["iou"][v, :n]),
-            torch.from_numpy(g["labels"][v, :n].astype(np.int64)),
-            torch.from_numpy(g["deltas"][v, :n]),
+            torch.from_numpy(np.array(self.boxes[v, :n])),
+            torch.from_numpy(np.array(self.iou[v, :n])),
+            torch.from_numpy(self.labels[v, :n].astype(np.int64)),
+            torch.from_numpy(np.array(self.deltas[v, :n])),
         )

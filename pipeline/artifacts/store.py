@@ -16,7 +16,7 @@ import logging
 import math
 import os
 import shutil
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -223,6 +223,26 @@ class ReopensInWorkers:
 
     def __reduce__(self) -> tuple:
         return type(self), self.reopen_args
+
+
+def keep_in_memory(choice: str, key: str, arrays: Sequence[tuple[object, str]]) -> bool:
+    """Replace each (reader, attribute) array by its whole content in memory, so that training
+    reads RAM instead of disk: with `choice` "always" (refused, naming `key`, when they would
+    take over a quarter of the machine's memory), "auto" (when they fit) or "never"."""
+    size = sum(
+        math.prod(getattr(r, a).shape) * np.dtype(getattr(r, a).dtype).itemsize for r, a in arrays
+    )
+    fits = size <= memory_budget()
+    if choice == "always" and not fits:
+        raise ParamError(
+            f"params.yaml: '{key}' is 'always' but the arrays take {size / 2**30:.1f} GiB, over "
+            f"a quarter of this machine's memory; allowed here: auto or never"
+        )
+    keep = choice == "always" or (choice == "auto" and fits)
+    if keep:
+        for reader, attribute in arrays:
+            setattr(reader, attribute, getattr(reader, attribute)[...])
+    return keep
 
 
 def memory_budget() -> int:

@@ -82,6 +82,7 @@ class TrainingRun:
     work: Path  # working folder: checkpoint and DVCLive logs
     fingerprint: str  # of the stage's params, inputs and code; a checkpoint of another is ignored
     lr_key: str  # the params key of this step's learning rate, for advice on divergence
+    workers: int = 0  # DataLoader processes reading ahead
 
 
 def _optimizer(module: nn.Module, common: TrainParams, step: StepParams) -> torch.optim.SGD:
@@ -141,7 +142,7 @@ def train(run: TrainingRun, device: torch.device) -> list[dict[str, float]]:
         batch_at(i, run.step.images_per_batch, run.views, run.common.seed)
         for i in range(start, run.step.iterations)
     ]
-    inputs = feed(run.read, batches, run.common.workers, device)
+    inputs = feed(run.read, batches, run.workers, device)
 
     def save(done: int) -> None:
         state = {

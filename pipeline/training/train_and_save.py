@@ -45,6 +45,7 @@ class StageTraining:
     sections: dict[str, Any]
     inputs: dict[str, str]
     device: torch.device
+    workers: int | None = None  # reader processes; None: `train.workers`
 
 
 def train_and_save(training: StageTraining, params: Params) -> dict[str, float]:
@@ -75,6 +76,7 @@ def train_and_save(training: StageTraining, params: Params) -> dict[str, float]:
         work,
         provenance.fingerprint,
         lr_key=f"train.{step}.lr",
+        workers=params.train.workers if training.workers is None else training.workers,
     )
     history = train(run, device)
     module.cpu()
