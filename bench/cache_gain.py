@@ -80,8 +80,17 @@ def timed_round(
 @click.option("--iterations", default=10, show_default=True, help="Iterations per round.")
 @click.option("--rounds", default=3, show_default=True)
 @click.option("--workers", default=1, show_default=True, help="DataLoader processes.")
-def main(profile: str, images: int, iterations: int, rounds: int, workers: int) -> None:
-    params = profile_params(profile, images)
+@click.option(
+    "--features-in-memory",
+    type=click.Choice(["auto", "never"]),
+    default="auto",
+    show_default=True,
+    help="never: steps 3-4 stream their inputs from disk through the workers.",
+)
+def main(
+    profile: str, images: int, iterations: int, rounds: int, workers: int, features_in_memory: str
+) -> None:
+    params = profile_params(profile, images, features_in_memory=features_in_memory)
     with tempfile.TemporaryDirectory() as folder, inside(Path(folder)):
         click.echo(f"building a {profile} project of {images} train images ...", err=True)
         build_project(Path(folder), params, until=layout.STEP4_PROPOSAL_TARGETS.name)

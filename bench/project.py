@@ -38,7 +38,12 @@ PROFILES: dict[str, dict[str, Any]] = {"default": {}, "vgg16": VGG16}
 
 
 def profile_params(
-    profile: str, images: int, device: str = "cpu", amp: str = "fp32", channels_last: bool = False
+    profile: str,
+    images: int,
+    device: str = "cpu",
+    amp: str = "fp32",
+    channels_last: bool = False,
+    features_in_memory: str = "auto",
 ) -> Params:
     """params.yaml with `profile`'s changes, `images` train images (and half as many test
     images), one iteration per training step, on `device`."""
@@ -49,6 +54,7 @@ def profile_params(
         "device": device,
         "amp": amp,
         "channels_last": channels_last,
+        "features_in_memory": features_in_memory,
         **{s: {**raw["train"][s], "iterations": 1, "lr_steps": [], "warmup": 0} for s in STEPS},
     }
     for section, values in changes.items():
