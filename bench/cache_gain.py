@@ -105,7 +105,10 @@ def main(
                 first = round_ * iterations
                 times[name].append(timed_round(training, sizes[name], first, iterations, workers))
     med = {
-        name: {k: statistics.median(r[k] for r in rounds_) * 1000 for k in rounds_[0]}
+        name: {
+            k: statistics.median(r[k] for r in rounds_) * (1 if k == "workers" else 1000)
+            for k in rounds_[0]
+        }
         for name, rounds_ in times.items()
     }
     click.echo(
