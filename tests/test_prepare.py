@@ -18,7 +18,7 @@ from stages.anchor_targets import label_anchors
 from stages.prepare import prepare_dataset
 from tests.conftest import TinyImage, tiny_images, with_data, write_coco, write_voc
 
-STORE = StoreParams(shard_size=4)
+STORE = StoreParams(shard_size=4, feature_dtype="float32")
 
 
 def test_resize_scale_follows_min_then_max_size():
