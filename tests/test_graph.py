@@ -158,14 +158,19 @@ def test_a_killed_stage_rerun_after_a_code_edit_starts_afresh(tmp_path, monkeypa
 
 
 def test_a_clone_pulls_the_artifacts_from_a_remote_and_reruns_nothing(built, tmp_path):
+    dvc(built, "repro")  # whatever the tests before left, the workspace and dvc.lock agree
     remote = tmp_path / "remote"
     dvc(built, "remote", "add", "--local", "-d", "shared", str(remote))
     pushed = dvc(built, "push")
     assert re.search(r"\d+ files? pushed", pushed), pushed
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", str(built), str(clone)], check=True)
-    # What git holds after `dvc repro`: dvc.lock and the metrics (not cached by DVC).
-    for committed in ("dvc.lock", "data/eval/metrics.json"):
+    # What git would hold after `dvc repro`: the project's files as they are now, dvc.lock and
+    # the metrics (not cached by DVC).
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=built, capture_output=True, text=True, check=True
+    ).stdout.split()
+    for committed in (*tracked, "dvc.lock", "data/eval/metrics.json"):
         (clone / committed).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(built / committed, clone / committed)
     dvc(clone, "remote", "add", "--local", "-d", "shared", str(remote))
