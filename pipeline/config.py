@@ -226,6 +226,20 @@ class TrainParams:
 
 
 @dataclass(frozen=True)
+class DistParams:
+    """How many processes run a stage (torchrun); no output depends on it."""
+
+    nproc_per_node: int = _positive_int()
+    nnodes: int = _positive_int()
+    rdzv_endpoint: str | None  # host:port of the rendezvous, when nnodes > 1
+    backend: Literal["auto", "gloo", "nccl"]
+
+    def __post_init__(self) -> None:
+        if self.nnodes > 1 and not self.rdzv_endpoint:
+            raise _Invalid("rdzv_endpoint", self.rdzv_endpoint, "host:port when nnodes > 1")
+
+
+@dataclass(frozen=True)
 class DetectParams:
     score_thresh: float = _fraction()
     nms_iou: float = _fraction()
@@ -246,6 +260,7 @@ class Params:
     proposals: ProposalParams
     roi: RoIParams
     train: TrainParams
+    dist: DistParams
     detect: DetectParams
 
 

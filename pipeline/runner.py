@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from pipeline import distributed
 from pipeline.config import Params, load_params
 from pipeline.errors import FrcnnError
 from pipeline.layout import Stage
@@ -53,14 +54,26 @@ def _describe(exc: Exception) -> str:
     return str(exc)
 
 
-def stage_command(stage: Stage, run: Callable[[Params], Any]) -> click.Command:
-    """Make `run(params)` the command of `stage`: `python -m stages.<name> [--params F]`."""
+def stage_command(stage: Stage, run: Callable[[Params], Any], ranks: bool = False) -> click.Command:
+    """Make `run(params)` the command of `stage`: `python -m stages.<name> [--params F]`.
+
+    A stage that splits its work by rank (`ranks`) runs under torchrun when params.yaml's
+    `dist` asks for more than one process: the command re-executes itself as every rank."""
 
     @click.command(name=stage.name, help=run.__doc__)
     @click.option("--params", "params_path", default="params.yaml", show_default=True)
     @click.option("--debug", is_flag=True, help="Show the full traceback on errors.")
     def command(params_path: str, debug: bool) -> None:
-        summary = report_errors(debug, lambda: run(load_params(params_path)))
+        def action() -> Any:
+            params = load_params(params_path)
+            if ranks and distributed.processes(params.dist) > 1 and not distributed.launched():
+                args = ["--params", params_path] + (["--debug"] if debug else [])
+                distributed.relaunch(params.dist, stage.module, args)
+            with distributed.process_group(params.dist.backend, params.train.device):
+                summary = run(params)
+                return summary if distributed.is_main() else None
+
+        summary = report_errors(debug, action)
         if summary:
             logging.info("%s: %s", stage.name, json.dumps(summary))
 

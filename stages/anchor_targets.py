@@ -46,7 +46,7 @@ def run(params: Params) -> dict:
     )
 
 
-main = stage_command(ANCHOR_TARGETS, run)
+main = stage_command(ANCHOR_TARGETS, run, ranks=True)
 
 if __name__ == "__main__":
     main()

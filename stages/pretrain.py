@@ -59,7 +59,7 @@ def run(params: Params) -> dict:
     return {"weights": params.backbone.weights}
 
 
-main = stage_command(PRETRAIN, run)
+main = stage_command(PRETRAIN, run, ranks=True)
 
 if __name__ == "__main__":
     main()

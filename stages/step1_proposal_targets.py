@@ -31,7 +31,7 @@ def run(params: Params) -> dict:
     return targets_of(params, STEP1_PROPOSALS, STEP1_PROPOSAL_TARGETS)
 
 
-main = stage_command(STEP1_PROPOSAL_TARGETS, run)
+main = stage_command(STEP1_PROPOSAL_TARGETS, run, ranks=True)
 
 if __name__ == "__main__":
     main()

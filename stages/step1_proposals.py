@@ -53,7 +53,7 @@ def run(params: Params) -> dict:
     return propose_split(params, STEP1_PROPOSALS, TRAIN)
 
 
-main = stage_command(STEP1_PROPOSALS, run)
+main = stage_command(STEP1_PROPOSALS, run, ranks=True)
 
 if __name__ == "__main__":
     main()

@@ -54,7 +54,7 @@ def run(params: Params) -> dict:
     return train_and_save(training(params), params)
 
 
-main = stage_command(STEP1_RPN, run)
+main = stage_command(STEP1_RPN, run, ranks=True)
 
 if __name__ == "__main__":
     main()

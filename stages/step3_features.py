@@ -43,7 +43,7 @@ def run(params: Params) -> dict:
     )
 
 
-main = stage_command(STEP3_FEATURES, run)
+main = stage_command(STEP3_FEATURES, run, ranks=True)
 
 if __name__ == "__main__":
     main()

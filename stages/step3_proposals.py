@@ -54,7 +54,7 @@ def run(params: Params) -> dict:
     return propose_split(params, STEP3_PROPOSALS, TRAIN)
 
 
-main = stage_command(STEP3_PROPOSALS, run)
+main = stage_command(STEP3_PROPOSALS, run, ranks=True)
 
 if __name__ == "__main__":
     main()

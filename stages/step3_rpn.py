@@ -66,7 +66,7 @@ def run(params: Params) -> dict:
     return train_and_save(training(params), params)
 
 
-main = stage_command(STEP3_RPN, run)
+main = stage_command(STEP3_RPN, run, ranks=True)
 
 if __name__ == "__main__":
     main()

@@ -13,7 +13,7 @@ def run(params: Params) -> dict:
     return propose_split(params, STEP3_TEST_PROPOSALS, TEST)
 
 
-main = stage_command(STEP3_TEST_PROPOSALS, run)
+main = stage_command(STEP3_TEST_PROPOSALS, run, ranks=True)
 
 if __name__ == "__main__":
     main()

@@ -83,7 +83,7 @@ def run(params: Params) -> dict:
     return train_and_save(training(params), params)
 
 
-main = stage_command(STEP4_FAST_RCNN, run)
+main = stage_command(STEP4_FAST_RCNN, run, ranks=True)
 
 if __name__ == "__main__":
     main()

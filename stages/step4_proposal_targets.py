@@ -12,7 +12,7 @@ def run(params: Params) -> dict:
     return targets_of(params, STEP3_PROPOSALS, STEP4_PROPOSAL_TARGETS)
 
 
-main = stage_command(STEP4_PROPOSAL_TARGETS, run)
+main = stage_command(STEP4_PROPOSAL_TARGETS, run, ranks=True)
 
 if __name__ == "__main__":
     main()

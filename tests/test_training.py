@@ -47,7 +47,10 @@ def rpn_run(root: Path, p, work: Path, iterations: int, lr: float = 0.01) -> Tra
         backbone, _ = initial_backbone(p)
     torch.manual_seed(1)
     rpn = build_rpn(p.anchors, p.rpn, backbone.out_channels)
-    step = dataclasses.replace(p.train.step1, iterations=iterations, lr=lr, lr_steps=())
+    # One view per iteration, so that a call of the loss is an iteration.
+    step = dataclasses.replace(
+        p.train.step1, iterations=iterations, images_per_batch=1, lr=lr, lr_steps=()
+    )
     return TrainingRun(
         "step1_rpn",
         nn.ModuleDict({"backbone": backbone, "rpn": rpn}),

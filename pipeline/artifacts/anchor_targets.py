@@ -67,8 +67,8 @@ def write_anchor_targets(
     coverage = anchor_coverage(views, flat_anchors, anchors_params, target_params)
     writer = ArtifactWriter(out, provenance)
     n, shape = len(views), (*grid, anchors_params.num_anchors)
-    writer.array("views", views.views.shape, np.int64)[...] = views.views
-    writer.array("anchors", anchors.shape, np.float32)[...] = anchors.numpy()
+    writer.put("views", views.views.astype(np.int64))
+    writer.put("anchors", anchors.numpy().astype(np.float32))
     labels = writer.array("labels", (n, *shape), np.int8, shard_items=shard_size, fill_value=IGNORE)
     deltas = writer.array("deltas", (n, *shape, 4), np.float32, shard_items=shard_size)
 

@@ -67,7 +67,7 @@ def write_features(
     grid = (canvas[0] // backbone.stride, canvas[1] // backbone.stride)
     n, channels = len(views), backbone.out_channels
     writer = ArtifactWriter(out, provenance)
-    writer.array("views", views.views.shape, np.int64)[...] = views.views
+    writer.put("views", views.views.astype(np.int64))
     arrays = {
         "features": writer.array(
             "features",

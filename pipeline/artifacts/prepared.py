@@ -54,13 +54,9 @@ def write_prepared(
         "difficult": np.concatenate([r.difficult for _, r in records]).astype(bool),
     }
     for name, values in small.items():
-        writer.array(name, values.shape, values.dtype)[...] = values
+        writer.put(name, values)
     for name, values in ragged.items():
-        array = writer.array(
-            name, values.shape, values.dtype, attrs={"ragged_by": "object_offsets"}
-        )
-        if values.size:
-            array[...] = values
+        writer.put(name, values, attrs={"ragged_by": "object_offsets"})
     images = writer.array("images", (n, *plan.canvas, 3), np.uint8, shard_items=shard_size)
 
     def canvas_image(i: int) -> dict[str, np.ndarray]:

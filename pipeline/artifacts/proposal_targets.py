@@ -36,7 +36,7 @@ def write_proposal_targets(
     n = len(proposals.views)
     most_gt = max(len(views.boxes(v)) for v in range(n))
     cap = proposals.cap + most_gt
-    writer.array("views", proposals.views.shape, np.int64)[...] = proposals.views
+    writer.put("views", proposals.views.astype(np.int64))
     arrays = {
         "boxes": writer.array("boxes", (n, cap, 4), np.float32, shard_items=shard_size),
         "iou": writer.array("iou", (n, cap), np.float32, shard_items=shard_size),

@@ -81,7 +81,7 @@ def write_proposals(
     `cap`) from its inputs, which `feed_views` reads ahead."""
     writer = ArtifactWriter(out, provenance)
     n = len(views)
-    writer.array("views", views.shape, np.int64)[...] = views
+    writer.put("views", views.astype(np.int64))
     arrays = {
         "boxes": writer.array("boxes", (n, cap, 4), np.float32, shard_items=shard_size),
         "scores": writer.array("scores", (n, cap), np.float32, shard_items=shard_size),

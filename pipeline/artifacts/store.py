@@ -6,6 +6,11 @@ A rerun with the same provenance picks up the finished shards. Only `commit()` m
 complete and renames it into place, so a reader never sees half an artifact under the real
 name. Readers go through `open_artifact`, which refuses an incomplete artifact or one made from
 other params or inputs.
+
+Under torchrun (`pipeline/distributed.py`) the ranks split the shards: rank 0 creates the group
+and its arrays, each rank writes whole shards of its own (Zarr never sees two writers in one
+shard), and rank 0 commits once every rank is done. A shard is written by the same code
+whichever rank writes it, so the artifact does not depend on the number of processes.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import zarr
 from tqdm import tqdm
 from zarr.codecs import Crc32cCodec, ZstdCodec
 
-from pipeline import __version__
+from pipeline import __version__, distributed
 from pipeline.artifacts.integrity import CheckedGroup, check_present, manifest_of, verify
 from pipeline.codebase import code_fingerprint
 from pipeline.config import Params, to_dict
@@ -95,9 +100,14 @@ class ArtifactWriter:
         # Progress markers live beside the group, not in it, so Zarr never lists them.
         self.group_dir, self.progress_dir = self.work / "group", self.work / "progress"
         self.provenance = provenance
-        self.resumed = self._reopen()
-        if not self.resumed:
-            self._start_over(dict(extra_attrs))
+        self.main = distributed.is_main()
+        if self.main:
+            self.resumed = self._reopen()
+            if not self.resumed:
+                self._start_over(dict(extra_attrs))
+        distributed.barrier()
+        if not self.main:  # rank 0 has made the group by now
+            self.group, self.resumed = zarr.open_group(self.group_dir, mode="r+"), True
 
     def _reopen(self) -> bool:
         """Reuse a working folder left by an interrupted run, if it was made the same way."""
@@ -135,10 +145,28 @@ class ArtifactWriter:
     ) -> zarr.Array:
         """A new array chunked one item (image) per chunk along axis 0, `shard_items` per shard.
 
-        Unsharded arrays are for small per-dataset data (offsets, sizes) written in one go.
+        Unsharded arrays are for small per-dataset data (offsets, sizes): see `put`.
         """
-        if self.resumed and name in self.group:
-            return self.group[name]
+        if self.main and not (self.resumed and name in self.group):
+            self._create(name, shape, dtype, shard_items, fill_value, attrs)
+        distributed.barrier()  # the other ranks open what rank 0 created
+        return zarr.open_group(self.group_dir, mode="r+")[name]
+
+    def put(self, name: str, values: np.ndarray, attrs: Mapping[str, Any] = ()) -> None:
+        """A small unsharded array holding `values`, written whole (by rank 0)."""
+        array = self.array(name, values.shape, values.dtype, attrs=attrs)
+        if self.main and values.size:
+            array[...] = values
+
+    def _create(
+        self,
+        name: str,
+        shape: tuple[int, ...],
+        dtype: str | np.dtype,
+        shard_items: int | None,
+        fill_value: Any,
+        attrs: Mapping[str, Any],
+    ) -> None:
         rest = tuple(shape[1:])
         if shard_items is None:
             chunks = shape if math.prod(shape) > 0 else (1, *rest)
@@ -159,7 +187,6 @@ class ArtifactWriter:
             compressors=COMPRESSORS,
         )
         array.attrs.update(dict(attrs))
-        return array
 
     def write_sharded(
         self,
@@ -171,20 +198,24 @@ class ArtifactWriter:
         """Fill `arrays` item by item, one whole shard per write, skipping finished shards.
 
         Zarr cannot merge partial writes into one shard from several writers, so each shard is
-        assembled in memory and written whole; that also makes a shard the unit of resumption.
+        assembled in memory and written whole; that also makes a shard the unit of resumption
+        and of the split between ranks: each takes every world-size-th unfinished shard.
         With `feed_items` (the inputs of the given items, in order, e.g. read ahead by
         `pipeline.data.feeding.feed`), item i is `make_item(i, its inputs)`, else `make_item(i)`.
         """
         first = next(iter(arrays.values()))
         n, per_shard = first.shape[0], first.shards[0]
-        pending = [s for s in range(math.ceil(n / per_shard)) if not self._shard_done(first, s)]
-        done_items = n - sum(min(per_shard, n - s * per_shard) for s in pending)
-        todo = [i for s in pending for i in range(s * per_shard, min(n, (s + 1) * per_shard))]
+        distributed.barrier()  # no rank marks a shard before every rank has listed them
+        unfinished = [s for s in range(math.ceil(n / per_shard)) if not self._shard_done(first, s)]
+        distributed.barrier()
+        mine = unfinished[distributed.rank() :: distributed.world_size()]
+        todo = [i for s in mine for i in range(s * per_shard, min(n, (s + 1) * per_shard))]
         inputs = iter(feed_items(todo)) if feed_items is not None else None
+        # Rank 0 shows its own share of the work.
         with tqdm(
-            total=n, initial=done_items, desc=desc, unit="img", leave=False, disable=None
+            total=len(todo), desc=desc, unit="img", leave=False, disable=None if self.main else True
         ) as bar:
-            for shard in pending:
+            for shard in mine:
                 start, stop = shard * per_shard, min(n, (shard + 1) * per_shard)
                 items = []
                 for i in range(start, stop):
@@ -193,6 +224,7 @@ class ArtifactWriter:
                 for name, array in arrays.items():
                     array[start:stop] = np.stack([item[name] for item in items])
                 self._mark_shard_done(first, shard)
+        distributed.barrier()  # every shard is written
 
     def _progress_file(self, array: zarr.Array, shard: int) -> Path:
         return self.progress_dir / f"{array.basename}.{shard}"
@@ -205,7 +237,10 @@ class ArtifactWriter:
 
     def commit(self, summary: Mapping[str, Any] = ()) -> Path:
         """Record what was written, mark the artifact complete and move it to its real name
-        (replacing an old one)."""
+        (replacing an old one). Rank 0 does it once every rank has called it."""
+        distributed.barrier()
+        if not self.main:
+            return self.path
         manifest = manifest_of(self.group_dir)
         self.group.attrs.update({**dict(summary), "manifest": manifest, "complete": True})
         if self.path.exists():

@@ -4,8 +4,8 @@ the model computes on the batch before.
 A reader maps a batch's views to its inputs: arrays read, decoded and normalised, with no
 randomness and no model. So reading can run in another process and ahead of time without
 changing a single result; what an iteration computes on is fixed by its batch, and its batch
-by the iteration number. Readers pickle as the paths of the artifacts they read (see
-`__reduce__` of the artifact readers), so a worker opens its own Zarr handles, forked or spawned.
+by the iteration number. Readers pickle as the paths of the artifacts they read
+(`ReopensInWorkers`), so a worker opens its own Zarr handles, forked or spawned.
 """
 
 from __future__ import annotations
@@ -25,6 +25,17 @@ def on_device(device: torch.device) -> FeatureSource:
     """The features of steps 3 and 4: read from the cache (`CachedFeatures`) as they are,
     moved to `device`."""
     return lambda features: features.to(device, non_blocking=True)
+
+
+class EachView:
+    """Reader of a batch view by view: the training loop computes each view's loss on its own
+    (`pipeline/training/loop.py`)."""
+
+    def __init__(self, read: BatchReader) -> None:
+        self.read = read
+
+    def __call__(self, batch: list[int]) -> list[Any]:
+        return [self.read([v]) for v in batch]
 
 
 class _Batches(Dataset):

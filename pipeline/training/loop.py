@@ -1,12 +1,18 @@
-"""The one training loop behind all four training stages.
+"""The one training loop behind all training stages.
 
 Deterministic by construction: the data order of epoch e is a permutation seeded by (seed, e),
-and iteration i reseeds torch's generator (dropout) and the mini-batch sampler with
-(seed, stage, i). The random state at any iteration is therefore a function of the iteration
-number, which the checkpoint records with the model and optimizer state, so a resumed run
-draws exactly what an uninterrupted one would. The learning rate is a function of the
-iteration too (step decay), so there is no scheduler state to lose. Inputs are read ahead by
-DataLoader workers (`pipeline/data/feeding.py`); what they read depends only on the batch.
+and each view of iteration i reseeds torch's generator (dropout) and the mini-batch sampler with
+(seed, stage, i, its position in the batch). The random state at any iteration is therefore a
+function of the iteration number, which the checkpoint records with the model and optimizer
+state, so a resumed run draws exactly what an uninterrupted one would. The learning rate is a
+function of the iteration too (step decay), so there is no scheduler state to lose. Inputs are
+read ahead by DataLoader workers (`pipeline/data/feeding.py`); what they read depends only on
+the batch.
+
+An iteration's loss is the mean over its views of each view's loss, computed view by view.
+That makes the loop data-parallel without changing what it computes: under torchrun each rank
+takes every world-size-th view of the batch and DistributedDataParallel averages the ranks'
+gradients, which gives the one-process gradient up to the order of float additions.
 
 On a GPU the loop never waits for the device within an iteration: losses are summed on the
 device and read (with the finiteness checks) only when a log line or a checkpoint is due.
@@ -19,7 +25,7 @@ import math
 import shutil
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from functools import lru_cache
@@ -30,13 +36,15 @@ import numpy as np
 import torch
 from dvclive import Live
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from pipeline import distributed
 from pipeline.artifacts.model_files import atomic_save, safe_load
 from pipeline.config import StepParams, TrainParams
-from pipeline.data.feeding import BatchReader, feed
+from pipeline.data.feeding import BatchReader, EachView, feed
 from pipeline.devices import configure_backend
-from pipeline.errors import ArtifactError, FrcnnError
+from pipeline.errors import ArtifactError, FrcnnError, ParamError
 from pipeline.seeds import derived_seed
 
 log = logging.getLogger(__name__)
@@ -100,8 +108,28 @@ def _optimizer(module: nn.Module, common: TrainParams, step: StepParams) -> torc
     )
 
 
+class _Objective(nn.Module):
+    """The trained parts and the loss as one module, so that DistributedDataParallel sees
+    every parameter and one forward per view."""
+
+    def __init__(self, module: nn.Module, loss_fn: LossFn) -> None:
+        super().__init__()
+        self.module, self.loss_fn = module, loss_fn
+
+    def forward(self, inputs: Any, generator: torch.Generator) -> dict[str, Tensor]:
+        return self.loss_fn(inputs, generator)
+
+
 def train(run: TrainingRun, device: torch.device) -> list[dict[str, float]]:
-    """Train `run.module` in place, resuming from the working folder; returns the loss log."""
+    """Train `run.module` in place, resuming from the working folder; returns the loss log
+    (rank 0's: the other ranks return an empty one)."""
+    ranks, rank, main = distributed.world_size(), distributed.rank(), distributed.is_main()
+    if run.step.images_per_batch % ranks:
+        raise ParamError(
+            f"params.yaml: '{run.lr_key.rsplit('.', 1)[0]}.images_per_batch' is "
+            f"{run.step.images_per_batch}; with {ranks} processes (dist.nproc_per_node x "
+            f"dist.nnodes) it must be a multiple of {ranks}"
+        )
     run.work.mkdir(parents=True, exist_ok=True)
     configure_backend(device, run.common.deterministic)
     checkpoint_path = run.work / "checkpoint.pt"
@@ -119,16 +147,22 @@ def train(run: TrainingRun, device: torch.device) -> list[dict[str, float]]:
             if "scaler" in checkpoint:
                 scaler.load_state_dict(checkpoint["scaler"])
             start, history = checkpoint["iteration"], checkpoint["history"]
-            sums = checkpoint["pending_sums"]
-        else:
+            # The sums are over every rank: one rank carries them on, or they would count twice.
+            sums = checkpoint["pending_sums"] if main else {}
+        elif main:
             log.info(
                 "%s: discarding a checkpoint made from other params, inputs or code",
                 checkpoint_path,
             )
-    live = _replay_log(run.work / "live", history)
+    live = _replay_log(run.work / "live", history) if main else None
     amp = autocast(run.common.amp, device)
-    guard = _Guard(run, checkpoint_path, exact=device.type == "cpu")
+    # One rank alone must not stop on a bad value the others never see: checked per iteration
+    # only in one CPU process, else where every rank holds the same sums (log, checkpoint).
+    guard = _Guard(run, checkpoint_path, exact=device.type == "cpu" and ranks == 1)
     run.module.train()
+    objective: nn.Module = _Objective(run.module, run.loss_fn)
+    if ranks > 1:
+        objective = DistributedDataParallel(objective)
     bar = tqdm(
         range(start, run.step.iterations),
         initial=start,
@@ -136,36 +170,46 @@ def train(run: TrainingRun, device: torch.device) -> list[dict[str, float]]:
         desc=run.stage,
         unit="it",
         leave=False,
-        disable=None,  # no progress bar when stderr is not a terminal (logs, CI)
+        disable=None if main else True,  # none when stderr is not a terminal (logs, CI)
     )
+    positions = range(rank, run.step.images_per_batch, ranks)  # this rank's share of a batch
     batches = [
-        batch_at(i, run.step.images_per_batch, run.views, run.common.seed)
+        batch_at(i, run.step.images_per_batch, run.views, run.common.seed)[rank::ranks]
         for i in range(start, run.step.iterations)
     ]
-    inputs = feed(run.read, batches, run.workers, device)
+    inputs = feed(EachView(run.read), batches, run.workers, device)
 
-    def save(done: int) -> None:
+    def save(done: int, pending: dict[str, float]) -> None:
         state = {
             "fingerprint": run.fingerprint,
             "iteration": done,
             "model": run.module.state_dict(),
             "optimizer": optimizer.state_dict(),
             "history": history,
-            "pending_sums": {k: float(v) for k, v in sums.items()},  # since the last log line
-            "torch_rng_state": torch.get_rng_state(),
+            "pending_sums": pending,  # over every rank, since the last log line
         }
         if scaler.is_enabled():
             state["scaler"] = scaler.state_dict()
-        atomic_save(state, checkpoint_path)
+        if main:
+            atomic_save(state, checkpoint_path)
 
     waited, began = 0.0, time.perf_counter()
-    with _deferred_interrupt() as interrupted:
+    with _deferred_interrupt(enabled=ranks == 1) as interrupted:
         fed = iter(inputs)
         for iteration in bar:
             asked = time.perf_counter()
             batch_inputs = next(fed)
             waited += time.perf_counter() - asked
-            losses = _step(run, iteration, batch_inputs, optimizer, scaler, amp, guard)
+            losses = _step(
+                run,
+                iteration,
+                zip(positions, batch_inputs, strict=True),
+                objective,
+                optimizer,
+                scaler,
+                amp,
+                guard,
+            )
             done = iteration + 1
             for name, value in losses.items():
                 sums[name] = sums.get(name, 0.0) + value.double()
@@ -173,22 +217,26 @@ def train(run: TrainingRun, device: torch.device) -> list[dict[str, float]]:
             finished = done == run.step.iterations
             save_due = done % run.common.checkpoint_every == 0 or finished or interrupted()
             if log_due or save_due:
-                guard.check_pending(sums, iteration)
+                pending = _over_ranks(sums)
+                guard.check_pending(pending, iteration)
             if log_due:
                 count = (iteration % run.common.log_every) + 1
                 row = {"iteration": done, "lr": lr_at(iteration, run.step)}
-                row.update({f"loss/{k}": float(v) / count for k, v in sums.items()})
+                row.update({f"loss/{k}": v / count for k, v in pending.items()})
                 row["loss/total"] = sum(v for k, v in row.items() if k.startswith("loss/"))
                 history.append(row)
-                _log(live, row)
+                if live is not None:
+                    _log(live, row)
                 bar.set_postfix(loss=f"{row['loss/total']:.3f}")
-                sums = {}
+                sums, pending = {}, {}
             if save_due:
-                save(done)
+                save(done, pending)
             if interrupted():
                 bar.close()
                 raise KeyboardInterrupt(f"{run.stage}: interrupted; checkpoint at iteration {done}")
     bar.close()
+    if live is None:
+        return []
     live.end()
     if batches:
         elapsed = time.perf_counter() - began
@@ -202,10 +250,24 @@ def train(run: TrainingRun, device: torch.device) -> list[dict[str, float]]:
     return history
 
 
+def _over_ranks(sums: dict[str, Tensor | float]) -> dict[str, float]:
+    """Loss sums added over every rank (each holds its views' share), as plain numbers."""
+    if not sums:
+        return {}
+    names = sorted(sums)
+    values = torch.stack([torch.as_tensor(sums[n], dtype=torch.float64) for n in names])
+    return dict(zip(names, distributed.sum_over_ranks(values).tolist(), strict=True))
+
+
 @contextmanager
-def _deferred_interrupt() -> Iterator[Callable[[], bool]]:
+def _deferred_interrupt(enabled: bool) -> Iterator[Callable[[], bool]]:
     """Ctrl-C sets a flag instead of stopping mid-update; the loop checks it between
-    iterations, so the checkpoint it writes holds a consistent model and optimizer."""
+    iterations, so the checkpoint it writes holds a consistent model and optimizer. Ranks would
+    see the flag at different iterations, so under torchrun Ctrl-C stops them where they are
+    and a rerun resumes from the last checkpoint."""
+    if not enabled:
+        yield lambda: False
+        return
     pressed = []
     previous = signal.getsignal(signal.SIGINT)
     try:
@@ -263,24 +325,37 @@ class _Guard:
 def _step(
     run: TrainingRun,
     iteration: int,
-    inputs: Any,
+    views: Iterable[tuple[int, Any]],
+    objective: nn.Module,
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
     amp: AbstractContextManager,
     guard: _Guard,
 ) -> dict[str, Tensor]:
-    """One seeded SGD iteration; returns its loss terms, detached."""
-    seed = derived_seed(run.common.seed, run.stage, iteration)
-    torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
+    """One seeded SGD iteration over this rank's (position in the batch, inputs) views;
+    returns its share of the batch's mean loss terms, detached."""
     for group in optimizer.param_groups:
         group["lr"] = lr_at(iteration, run.step)
-    with amp:
-        losses = run.loss_fn(inputs, generator)
-    total = sum(losses.values())
-    guard.check_losses({**losses, "total": total}, iteration)
     optimizer.zero_grad(set_to_none=True)
-    scaler.scale(total).backward()
+    views = list(views)
+    share = 1 / run.step.images_per_batch  # of a view in the batch's loss
+    terms: dict[str, Tensor] = {}
+    for k, (position, inputs) in enumerate(views):
+        seed = derived_seed(run.common.seed, run.stage, iteration, position)
+        torch.manual_seed(seed)
+        generator = torch.Generator().manual_seed(seed)
+        last = k == len(views) - 1
+        # Gradients are averaged over the ranks once, after this rank's last view.
+        parallel = isinstance(objective, DistributedDataParallel)
+        with objective.no_sync() if parallel and not last else nullcontext():
+            with amp:
+                losses = objective(inputs, generator)
+            total = sum(losses.values())
+            guard.check_losses({**losses, "total": total}, iteration)
+            # This rank's mean: DistributedDataParallel averages it over the ranks.
+            scaler.scale(total / len(views)).backward()
+        for name, value in losses.items():
+            terms[name] = terms.get(name, 0.0) + value.detach() * share
     scaler.unscale_(optimizer)
     if not scaler.is_enabled():  # with fp16, GradScaler skips steps with inf gradients itself
         grads = [p.grad for p in run.module.parameters() if p.grad is not None]
@@ -290,7 +365,7 @@ def _step(
         )
     scaler.step(optimizer)
     scaler.update()
-    return {name: value.detach() for name, value in losses.items()}
+    return terms
 
 
 def autocast(amp: str, device: torch.device) -> AbstractContextManager:

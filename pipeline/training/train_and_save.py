@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pipeline import distributed
 from pipeline.artifacts.model_files import save_model
 from pipeline.artifacts.store import PARTIAL_SUFFIX, Provenance
 from pipeline.config import Params, to_dict
@@ -50,7 +51,7 @@ class StageTraining:
 
 def train_and_save(training: StageTraining, params: Params) -> dict[str, float]:
     """Train, save the parts as the stage's model file with its provenance and publish the
-    loss log; return the last logged losses."""
+    loss log; return the last logged losses (on rank 0; the other ranks return nothing)."""
     stage, step, parts, device = training.stage, training.step, training.parts, training.device
     schedule = getattr(params.train, step)
     common = {
@@ -79,6 +80,8 @@ def train_and_save(training: StageTraining, params: Params) -> dict[str, float]:
         workers=params.train.workers if training.workers is None else training.workers,
     )
     history = train(run, device)
+    if not distributed.is_main():  # rank 0 alone writes the stage's output
+        return {}
     module.cpu()
     save_model(stage.out, provenance, {name: part.state_dict() for name, part in parts.items()})
     publish_log(work, live_log(stage))
