@@ -211,9 +211,15 @@ class ArtifactWriter:
         mine = unfinished[distributed.rank() :: distributed.world_size()]
         todo = [i for s in mine for i in range(s * per_shard, min(n, (s + 1) * per_shard))]
         inputs = iter(feed_items(todo)) if feed_items is not None else None
-        # Rank 0 shows its own share of the work.
+        # Rank 0 shows its own share of the work (all of it in one process).
+        done = n - len(todo) if distributed.world_size() == 1 else 0
         with tqdm(
-            total=len(todo), desc=desc, unit="img", leave=False, disable=None if self.main else True
+            total=len(todo) + done,
+            initial=done,
+            desc=desc,
+            unit="img",
+            leave=False,
+            disable=None if self.main else True,
         ) as bar:
             for shard in mine:
                 start, stop = shard * per_shard, min(n, (shard + 1) * per_shard)
