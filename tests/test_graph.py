@@ -85,7 +85,9 @@ def test_an_edit_to_the_rpn_head_dirties_the_stages_that_build_it(built):
         path.write_bytes(before)
 
 
-def test_checkpoint_and_log_frequency_and_how_inputs_are_read_dirty_nothing(built):
+def test_checkpoint_and_log_frequency_how_inputs_are_read_and_process_count_dirty_nothing(
+    built,
+):
     path = built / "params.yaml"
     before = path.read_bytes()
     params = yaml.safe_load(before)
@@ -93,6 +95,7 @@ def test_checkpoint_and_log_frequency_and_how_inputs_are_read_dirty_nothing(buil
     params["train"]["log_every"] += 1
     params["train"]["workers"] += 1
     params["train"]["features_in_memory"] = "never"
+    params["dist"].update(nproc_per_node=8, backend="nccl")
     path.write_text(yaml.safe_dump(params))
     try:
         assert changed(built) == set()
