@@ -24,7 +24,7 @@ import torch
 
 from bench.project import PROFILES, build_project, inside, profile_params, sgd_stepper
 from pipeline import layout
-from pipeline.data.feeding import feed
+from pipeline.data.feeding import EachView, feed
 from pipeline.training.loop import batch_at
 from pipeline.training.train_and_save import StageTraining
 
@@ -46,13 +46,14 @@ def timed_round(
         batch_at(first + i, batch_size, training.views, seed=0) for i in range(iterations + 1)
     ]
     start = time.perf_counter()
+    read_views = EachView(training.read)
     for batch in batches[1:]:
-        training.read(batch)
+        read_views(batch)
     read = time.perf_counter() - start
 
     if training.workers is not None:  # the stage's own choice: none when reading memory
         workers = training.workers
-    inputs = iter(feed(training.read, batches, workers, training.device))
+    inputs = iter(feed(read_views, batches, workers, training.device))
 
     sgd_step(next(inputs))  # untimed: starts the reader processes, warms up allocators
     wait = 0.0

@@ -16,6 +16,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from bench.project import PROFILES, build_project, inside, profile_params, sgd_stepper
 from pipeline import layout
+from pipeline.data.feeding import EachView
 from pipeline.training.loop import batch_at
 from pipeline.training.train_and_save import StageTraining
 
@@ -27,7 +28,7 @@ def profiled(training: StageTraining, size: int, iterations: int) -> profile:
     sgd_step = sgd_stepper(training)
 
     def step(i: int) -> None:
-        sgd_step(training.read(batch_at(i, size, training.views, seed=0)))
+        sgd_step(EachView(training.read)(batch_at(i, size, training.views, seed=0)))
 
     step(0)
     activities = [ProfilerActivity.CPU]

@@ -83,17 +83,16 @@ def build_project(folder: Path, params: Params, until: str = layout.EXPORT.name)
 
 
 def sgd_stepper(training: StageTraining, amp: str = "fp32") -> Callable[[Any], None]:
-    """One SGD iteration of a stage's training on a batch's read inputs (a tiny lr: the
-    benchmarks time iterations, they do not train)."""
+    """One SGD iteration of a stage's training on a batch's inputs, read view by view
+    (`EachView`; a tiny lr: the benchmarks time iterations, they do not train)."""
     module = nn.ModuleDict(training.parts).to(training.device).train()
     optimizer = torch.optim.SGD(
         [p for p in module.parameters() if p.requires_grad], lr=1e-5, momentum=0.9
     )
-    generator = torch.Generator().manual_seed(0)
 
-    def step(inputs: Any) -> None:
+    def step(views: list[Any]) -> None:
         with autocast(amp, training.device):
-            total = sum(training.loss_fn(inputs, generator).values())
+            total = sum(training.loss_fn(views, list(range(len(views)))).values())
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         optimizer.step()

@@ -100,20 +100,20 @@ def test_an_interrupted_run_resumes_to_the_same_weights(tiny_data, tmp_path):
     calls = {"n": 0}
     interrupted = rpn_run(root, p, tmp_path / "work", iterations=12)
 
-    def dies_at_the_eighth(inputs, generator):
+    def dies_at_the_eighth(views, seeds):
         calls["n"] += 1
         if calls["n"] == 8:
             raise KeyboardInterrupt  # killed after the checkpoint of iteration 5
-        return interrupted.loss_fn(inputs, generator)
+        return interrupted.loss_fn(views, seeds)
 
     with pytest.raises(KeyboardInterrupt):
         train(dataclasses.replace(interrupted, loss_fn=dies_at_the_eighth), CPU)
     resumed = rpn_run(root, p, tmp_path / "work", iterations=12)
     after = {"n": 0}
 
-    def counted(inputs, generator):
+    def counted(views, seeds):
         after["n"] += 1
-        return resumed.loss_fn(inputs, generator)
+        return resumed.loss_fn(views, seeds)
 
     history = train(dataclasses.replace(resumed, loss_fn=counted), CPU)
     assert after["n"] == 12 - 5  # resumed at the checkpoint of iteration 5, not from 0
@@ -131,9 +131,9 @@ def test_a_checkpoint_of_other_code_is_discarded_and_training_starts_over(
     calls = {"n": 0}
     edited = rpn_run(root, p, tmp_path / "work", iterations=6)
 
-    def counted(inputs, generator):
+    def counted(views, seeds):
         calls["n"] += 1
-        return edited.loss_fn(inputs, generator)
+        return edited.loss_fn(views, seeds)
 
     with caplog.at_level(logging.INFO):
         train(dataclasses.replace(edited, loss_fn=counted, fingerprint="other code"), CPU)
@@ -146,9 +146,9 @@ def test_a_nan_loss_stops_with_the_term_and_keeps_the_last_checkpoint(tiny_data,
     run = rpn_run(root, p, tmp_path / "work", iterations=12)
     calls = {"n": 0}
 
-    def nan_at_seven(inputs, generator):
+    def nan_at_seven(views, seeds):
         calls["n"] += 1
-        losses = run.loss_fn(inputs, generator)
+        losses = run.loss_fn(views, seeds)
         if calls["n"] == 7:
             losses["rpn_box"] = losses["rpn_box"] * float("nan")
         return losses
@@ -166,8 +166,8 @@ def test_after_a_nan_a_rerun_with_a_lower_lr_starts_over_as_the_message_says(tin
     root, p = tiny_data
     run = rpn_run(root, p, tmp_path / "work", iterations=12)
 
-    def nan_at_seven(inputs, generator):
-        losses = run.loss_fn(inputs, generator)
+    def nan_at_seven(views, seeds):
+        losses = run.loss_fn(views, seeds)
         if calls["n"] == 6:
             losses["rpn_box"] = losses["rpn_box"] * float("nan")
         calls["n"] += 1
@@ -214,11 +214,11 @@ def test_ctrl_c_checkpoints_the_finished_iteration_and_resumes_exactly(tiny_data
     run = rpn_run(root, p, tmp_path / "work", iterations=12)
     calls = {"n": 0}
 
-    def ctrl_c_during_the_seventh(inputs, generator):
+    def ctrl_c_during_the_seventh(views, seeds):
         calls["n"] += 1
         if calls["n"] == 7:
             os.kill(os.getpid(), signal.SIGINT)
-        return run.loss_fn(inputs, generator)
+        return run.loss_fn(views, seeds)
 
     with pytest.raises(KeyboardInterrupt, match="checkpoint at iteration 7"):
         train(dataclasses.replace(run, loss_fn=ctrl_c_during_the_seventh), CPU)
@@ -234,8 +234,8 @@ def test_a_nan_gradient_stops_the_stage(tiny_data, tmp_path):
     run = rpn_run(root, p, tmp_path / "work", iterations=12)
     weight = next(iter(run.module.parameters()))
 
-    def nan_gradient(inputs, generator):
-        losses = run.loss_fn(inputs, generator)
+    def nan_gradient(views, seeds):
+        losses = run.loss_fn(views, seeds)
         # sqrt at 0: the value is finite (0), its gradient is not.
         losses["rpn_box"] = losses["rpn_box"] + torch.sqrt(weight.sum() * 0.0)
         return losses

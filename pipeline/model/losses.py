@@ -55,3 +55,9 @@ def fast_rcnn_loss(
     chosen = box_deltas[foreground, labels[foreground]]
     box = smooth_l1(chosen, targets[foreground], sigma).sum() / count
     return classification, box
+
+
+def mean_over_views(terms: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+    """Each loss term averaged over views, each view's term normalised on its own: the loss of
+    a batch is then the same however its views are split between processes."""
+    return {name: torch.stack([t[name] for t in terms]).mean() for name in terms[0]}

@@ -11,7 +11,7 @@ from torch import Tensor
 from pipeline.artifacts.proposal_targets import ProposalTargets
 from pipeline.config import RoIParams
 from pipeline.data.feeding import BatchReader, FeatureSource
-from pipeline.model.losses import fast_rcnn_loss
+from pipeline.model.losses import fast_rcnn_loss, mean_over_views
 from pipeline.model.roi_head import FastRCNNHead, rois_with_batch_index
 from pipeline.model.sampling import sample_foreground_background
 
@@ -51,22 +51,24 @@ class FastRCNNLoss:
         return boxes[keep], classes, deltas[keep]
 
     def __call__(
-        self, inputs: tuple[Any, list[ViewTargets]], generator: torch.Generator
+        self, views: list[tuple[Any, list[ViewTargets]]], seeds: list[int]
     ) -> dict[str, Tensor]:
-        feature_input, view_targets = inputs
+        """The mean over `views` (each read as a batch of one) of their losses; view k samples
+        its RoIs and draws its dropout with `seeds[k]`."""
+        return mean_over_views([self.view_loss(v, s) for v, s in zip(views, seeds, strict=True)])
+
+    def view_loss(self, inputs: tuple[Any, list[ViewTargets]], seed: int) -> dict[str, Tensor]:
+        feature_input, (view_targets,) = inputs
         features = self.features(feature_input)
-        rois, classes, targets = zip(
-            *(self.sample(t, generator) for t in view_targets), strict=True
-        )
+        rois, classes, targets = self.sample(view_targets, torch.Generator().manual_seed(seed))
         device = features.device
-        class_logits, box_deltas = self.head(
-            features, rois_with_batch_index([r.to(device) for r in rois])
-        )
+        torch.manual_seed(seed)  # the head's dropout
+        class_logits, box_deltas = self.head(features, rois_with_batch_index([rois.to(device)]))
         classification, box = fast_rcnn_loss(
             class_logits,
             box_deltas,
-            torch.cat(classes).to(device),
-            torch.cat(targets).to(device),
+            classes.to(device),
+            targets.to(device),
             self.params.box_sigma,
         )
         return {"fast_rcnn_classification": classification, "fast_rcnn_box": box}

@@ -1,18 +1,18 @@
 """The one training loop behind all training stages.
 
 Deterministic by construction: the data order of epoch e is a permutation seeded by (seed, e),
-and each view of iteration i reseeds torch's generator (dropout) and the mini-batch sampler with
-(seed, stage, i, its position in the batch). The random state at any iteration is therefore a
-function of the iteration number, which the checkpoint records with the model and optimizer
-state, so a resumed run draws exactly what an uninterrupted one would. The learning rate is a
-function of the iteration too (step decay), so there is no scheduler state to lose. Inputs are
-read ahead by DataLoader workers (`pipeline/data/feeding.py`); what they read depends only on
-the batch.
+and iteration i reseeds torch's generator with (seed, stage, i) and gives each view of its
+batch the seed (seed, stage, i, its position in the batch), from which the loss draws that
+view's samples and dropout. The random state at any iteration is therefore a function of the
+iteration number, which the checkpoint records with the model and optimizer state, so a
+resumed run draws exactly what an uninterrupted one would. The learning rate is a function of
+the iteration too (step decay), so there is no scheduler state to lose. Inputs are read ahead
+by DataLoader workers (`pipeline/data/feeding.py`); what they read depends only on the batch.
 
-An iteration's loss is the mean over its views of each view's loss, computed view by view.
-That makes the loop data-parallel without changing what it computes: under torchrun each rank
-takes every world-size-th view of the batch and DistributedDataParallel averages the ranks'
-gradients, which gives the one-process gradient up to the order of float additions.
+An iteration's loss is the mean over its views of each view's loss. That makes the loop
+data-parallel without changing what it computes: under torchrun each rank takes every
+world-size-th view of the batch, and DistributedDataParallel averages the ranks' gradients,
+which gives the one-process gradient up to the order of float additions.
 
 On a GPU the loop never waits for the device within an iteration: losses are summed on the
 device and read (with the finiteness checks) only when a log line or a checkpoint is due.
@@ -25,7 +25,7 @@ import math
 import shutil
 import signal
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from functools import lru_cache
@@ -48,7 +48,9 @@ from pipeline.errors import ArtifactError, FrcnnError, ParamError
 from pipeline.seeds import derived_seed
 
 log = logging.getLogger(__name__)
-LossFn = Callable[[Any, torch.Generator], dict[str, Tensor]]  # a batch's inputs -> loss terms
+# The inputs of some views of a batch and a seed per view -> the mean over those views of
+# each view's loss terms (each view draws its samples and dropout from its seed alone).
+LossFn = Callable[[list[Any], list[int]], dict[str, Tensor]]
 
 
 class TrainingDiverged(FrcnnError):
@@ -110,14 +112,14 @@ def _optimizer(module: nn.Module, common: TrainParams, step: StepParams) -> torc
 
 class _Objective(nn.Module):
     """The trained parts and the loss as one module, so that DistributedDataParallel sees
-    every parameter and one forward per view."""
+    every parameter and the forward of each iteration."""
 
     def __init__(self, module: nn.Module, loss_fn: LossFn) -> None:
         super().__init__()
         self.module, self.loss_fn = module, loss_fn
 
-    def forward(self, inputs: Any, generator: torch.Generator) -> dict[str, Tensor]:
-        return self.loss_fn(inputs, generator)
+    def forward(self, inputs: list[Any], seeds: list[int]) -> dict[str, Tensor]:
+        return self.loss_fn(inputs, seeds)
 
 
 def train(run: TrainingRun, device: torch.device) -> list[dict[str, float]]:
@@ -203,7 +205,8 @@ def train(run: TrainingRun, device: torch.device) -> list[dict[str, float]]:
             losses = _step(
                 run,
                 iteration,
-                zip(positions, batch_inputs, strict=True),
+                positions,
+                batch_inputs,
                 objective,
                 optimizer,
                 scaler,
@@ -325,37 +328,27 @@ class _Guard:
 def _step(
     run: TrainingRun,
     iteration: int,
-    views: Iterable[tuple[int, Any]],
+    positions: Sequence[int],
+    inputs: list[Any],
     objective: nn.Module,
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
     amp: AbstractContextManager,
     guard: _Guard,
 ) -> dict[str, Tensor]:
-    """One seeded SGD iteration over this rank's (position in the batch, inputs) views;
-    returns its share of the batch's mean loss terms, detached."""
+    """One seeded SGD iteration on this rank's views (their inputs, and their positions in
+    the batch); returns this rank's share of the batch's loss terms, detached."""
+    torch.manual_seed(derived_seed(run.common.seed, run.stage, iteration))
+    seeds = [derived_seed(run.common.seed, run.stage, iteration, p) for p in positions]
     for group in optimizer.param_groups:
         group["lr"] = lr_at(iteration, run.step)
+    with amp:
+        losses = objective(inputs, seeds)  # the mean over this rank's views
+    total = sum(losses.values())
+    guard.check_losses({**losses, "total": total}, iteration)
     optimizer.zero_grad(set_to_none=True)
-    views = list(views)
-    share = 1 / run.step.images_per_batch  # of a view in the batch's loss
-    terms: dict[str, Tensor] = {}
-    for k, (position, inputs) in enumerate(views):
-        seed = derived_seed(run.common.seed, run.stage, iteration, position)
-        torch.manual_seed(seed)
-        generator = torch.Generator().manual_seed(seed)
-        last = k == len(views) - 1
-        # Gradients are averaged over the ranks once, after this rank's last view.
-        parallel = isinstance(objective, DistributedDataParallel)
-        with objective.no_sync() if parallel and not last else nullcontext():
-            with amp:
-                losses = objective(inputs, generator)
-            total = sum(losses.values())
-            guard.check_losses({**losses, "total": total}, iteration)
-            # This rank's mean: DistributedDataParallel averages it over the ranks.
-            scaler.scale(total / len(views)).backward()
-        for name, value in losses.items():
-            terms[name] = terms.get(name, 0.0) + value.detach() * share
+    # DistributedDataParallel averages the ranks' gradients: the batch mean's gradient.
+    scaler.scale(total).backward()
     scaler.unscale_(optimizer)
     if not scaler.is_enabled():  # with fp16, GradScaler skips steps with inf gradients itself
         grads = [p.grad for p in run.module.parameters() if p.grad is not None]
@@ -365,7 +358,8 @@ def _step(
         )
     scaler.step(optimizer)
     scaler.update()
-    return terms
+    share = len(positions) / run.step.images_per_batch
+    return {name: value.detach() * share for name, value in losses.items()}
 
 
 def autocast(amp: str, device: torch.device) -> AbstractContextManager:

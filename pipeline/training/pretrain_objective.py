@@ -12,6 +12,7 @@ from pipeline.config import PretrainParams
 from pipeline.data.views import ViewSet, batch_images
 from pipeline.model.backbones import Backbone
 from pipeline.model.crops import background_boxes, crop_images, jitter_boxes
+from pipeline.model.losses import mean_over_views
 
 ViewObjects = tuple[tuple[int, int], Tensor, Tensor]  # (height, width), boxes, classes
 
@@ -29,8 +30,8 @@ class ObjectBatch:
 
 
 class CropClassification:
-    """Cross-entropy over every object of each view of the batch, jittered, and
-    `background_crops` background crops per view."""
+    """Cross-entropy over every object of each view, jittered, and `background_crops`
+    background crops per view; the crops of all views go through the backbone at once."""
 
     def __init__(
         self,
@@ -43,11 +44,13 @@ class CropClassification:
         self.params, self.device = params, device
 
     def __call__(
-        self, inputs: tuple[Tensor, list[ViewObjects]], generator: torch.Generator
+        self, views: list[tuple[Tensor, list[ViewObjects]]], seeds: list[int]
     ) -> dict[str, Tensor]:
-        images, objects = inputs
-        boxes, labels = [], []
-        for size, gt, classes in objects:
+        """The mean over `views` (each read as a batch of one) of their crops' mean loss;
+        view k draws its crops with `seeds[k]`."""
+        crops, labels = [], []
+        for (image, ((size, gt, classes),)), seed in zip(views, seeds, strict=True):
+            generator = torch.Generator().manual_seed(seed)
             background = background_boxes(
                 size,
                 gt,
@@ -56,8 +59,13 @@ class CropClassification:
                 min_side=self.backbone.stride,
                 generator=generator,
             )
-            boxes.append(torch.cat((jitter_boxes(gt, self.params.jitter, generator), background)))
+            boxes = torch.cat((jitter_boxes(gt, self.params.jitter, generator), background))
+            crops.append(crop_images(image, [boxes], self.params.crop_size))
             labels.append(torch.cat((classes.long(), torch.zeros(len(background)).long())))
-        crops = crop_images(images, boxes, self.params.crop_size).to(self.device)
-        logits = self.classifier(self.backbone(crops).mean(dim=(2, 3)))
-        return {"crop_classification": F.cross_entropy(logits, torch.cat(labels).to(self.device))}
+        logits = self.classifier(self.backbone(torch.cat(crops).to(self.device)).mean(dim=(2, 3)))
+        per_view = logits.split([len(v) for v in labels])
+        terms = [
+            {"crop_classification": F.cross_entropy(view_logits, view_labels.to(self.device))}
+            for view_logits, view_labels in zip(per_view, labels, strict=True)
+        ]
+        return mean_over_views(terms)

@@ -10,7 +10,7 @@ from torch import Tensor
 from pipeline.artifacts.anchor_targets import AnchorTargets
 from pipeline.config import RPNParams
 from pipeline.data.feeding import BatchReader, FeatureSource
-from pipeline.model.losses import rpn_loss
+from pipeline.model.losses import mean_over_views, rpn_loss
 from pipeline.model.rpn import RPNHead
 from pipeline.model.sampling import sample_foreground_background
 from pipeline.model.targets import BACKGROUND, FOREGROUND, IGNORE
@@ -36,27 +36,35 @@ class RPNLoss:
         self.head, self.features, self.params = head, features, params
 
     def __call__(
-        self, inputs: tuple[Tensor, Tensor, Tensor], generator: torch.Generator
+        self, views: list[tuple[Tensor, Tensor, Tensor]], seeds: list[int]
     ) -> dict[str, Tensor]:
+        """The mean over `views` (each read as a batch of one) of their losses; view k samples
+        its anchors with `seeds[k]`."""
+        return mean_over_views([self.view_loss(v, s) for v, s in zip(views, seeds, strict=True)])
+
+    def view_loss(self, inputs: tuple[Tensor, Tensor, Tensor], seed: int) -> dict[str, Tensor]:
         feature_input, grid_labels, grid_deltas = inputs
         features = self.features(feature_input)
         logits, deltas = self.head(features)
-        batch, (height, width) = len(grid_labels), features.shape[-2:]
-        # The head sees the batch's canvas: the anchors of its cells, in the head's order.
-        labels = grid_labels[:, :height, :width].reshape(batch, -1).long()
-        targets = grid_deltas[:, :height, :width].reshape(batch, -1, 4)
+        (height, width) = features.shape[-2:]
+        # The head sees the view's canvas: the anchors of its cells, in the head's order.
+        labels = grid_labels[0, :height, :width].reshape(-1).long()
+        targets = grid_deltas[0, :height, :width].reshape(-1, 4)
+        fg, bg = sample_foreground_background(
+            labels == FOREGROUND,
+            labels == BACKGROUND,
+            self.params.batch_size,
+            self.params.fg_fraction,
+            torch.Generator().manual_seed(seed),
+        )
         sampled = torch.full_like(labels, IGNORE)
-        for b in range(batch):
-            fg, bg = sample_foreground_background(
-                labels[b] == FOREGROUND,
-                labels[b] == BACKGROUND,
-                self.params.batch_size,
-                self.params.fg_fraction,
-                generator,
-            )
-            sampled[b, fg], sampled[b, bg] = FOREGROUND, BACKGROUND
+        sampled[fg], sampled[bg] = FOREGROUND, BACKGROUND
         device = logits.device
         objectness, box = rpn_loss(
-            logits, deltas, sampled.to(device), targets.to(device), self.params.box_sigma
+            logits,
+            deltas,
+            sampled[None].to(device),
+            targets[None].to(device),
+            self.params.box_sigma,
         )
         return {"rpn_objectness": objectness, "rpn_box": box}
