@@ -28,7 +28,8 @@ def on_device(device: torch.device) -> FeatureSource:
 
 
 class EachView:
-    """Reader of a batch view by view: the training loop computes each view's loss on its own
+    """Reader of a batch view by view, each read as a batch of one: a loss normalises each
+    view on its own, so a batch's views can be split between processes
     (`pipeline/training/loop.py`)."""
 
     def __init__(self, read: BatchReader) -> None:
