@@ -88,6 +88,11 @@ def is_main() -> bool:
     return rank() == 0
 
 
+def ranks_on_this_machine() -> int:
+    """How many ranks share this machine's memory (1 outside torchrun)."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if launched() else 1
+
+
 def barrier() -> None:
     """Wait until every rank is here."""
     if world_size() > 1:

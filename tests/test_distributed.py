@@ -19,6 +19,7 @@ import torch
 import yaml
 
 from pipeline import distributed, layout
+from pipeline.artifacts import store
 from pipeline.config import DistParams, parse_params
 from pipeline.errors import ParamError
 from tests.conftest import REPO, TINY, inside, raw_params, stage_function, with_changes
@@ -130,6 +131,14 @@ def test_one_process_is_a_world_of_one():
     assert (distributed.world_size(), distributed.rank(), distributed.is_main()) == (1, 0, True)
     values = torch.tensor([1.0, 2.0])
     assert torch.equal(distributed.sum_over_ranks(values), values)
+
+
+def test_ranks_on_one_machine_share_its_memory_budget(monkeypatch):
+    alone = store.memory_budget()
+    for name, value in {"LOCAL_RANK": "0", "WORLD_SIZE": "8", "LOCAL_WORLD_SIZE": "4"}.items():
+        monkeypatch.setenv(name, value)
+    assert distributed.ranks_on_this_machine() == 4
+    assert store.memory_budget() == alone // 4
 
 
 @pytest.mark.slow

@@ -269,7 +269,7 @@ class ReopensInWorkers:
 def keep_in_memory(choice: str, key: str, arrays: Sequence[tuple[object, str]]) -> bool:
     """Replace each (reader, attribute) array by its whole content in memory, so that training
     reads RAM instead of disk: with `choice` "always" (refused, naming `key`, when they would
-    take over a quarter of the machine's memory), "auto" (when they fit) or "never"."""
+    take over `memory_budget()`), "auto" (when they fit) or "never"."""
     size = sum(
         math.prod(getattr(r, a).shape) * np.dtype(getattr(r, a).dtype).itemsize for r, a in arrays
     )
@@ -277,7 +277,8 @@ def keep_in_memory(choice: str, key: str, arrays: Sequence[tuple[object, str]]) 
     if choice == "always" and not fits:
         raise ParamError(
             f"params.yaml: '{key}' is 'always' but the arrays take {size / 2**30:.1f} GiB, over "
-            f"a quarter of this machine's memory; allowed here: auto or never"
+            f"a quarter of this machine's memory (per rank: split between its ranks); allowed "
+            "here: auto or never"
         )
     keep = choice == "always" or (choice == "auto" and fits)
     if keep:
@@ -287,11 +288,13 @@ def keep_in_memory(choice: str, key: str, arrays: Sequence[tuple[object, str]]) 
 
 
 def memory_budget() -> int:
-    """Bytes one shard may take while it is assembled: a quarter of the machine's memory."""
+    """Bytes one process may hold for a shard being assembled or a cache read into memory: a
+    quarter of the machine's memory, shared by the ranks that run on it."""
     try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 4
+        quarter = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 4
     except (ValueError, OSError, AttributeError):
-        return 4 << 30
+        quarter = 4 << 30
+    return quarter // distributed.ranks_on_this_machine()
 
 
 def check_shard_memory(name: str, shard_items: int, item_bytes: int) -> None:
