@@ -156,17 +156,30 @@ def trained_parts(root: Path, stage: layout.Stage) -> dict[str, dict[str, torch.
 
 
 @pytest.mark.slow
-def test_a_training_stage_on_two_ranks_ends_where_one_process_does(one_process, tmp_path):
-    """Two views per batch: each rank's gradient is one view's, and their mean is bit for bit
-    the one-process gradient (halving is exact in floating point)."""
-    root = two_process_copy(one_process, tmp_path / "two", layout.STEP1_RPN)
-    result = run_stage(root, layout.STEP1_RPN)
+@pytest.mark.parametrize(
+    ("stage", "exact"),
+    [(layout.STEP1_RPN, True), (layout.STEP2_FAST_RCNN, False)],
+    ids=["step1_rpn", "step2_fast_rcnn"],
+)
+def test_a_training_stage_on_two_ranks_ends_where_one_process_does(
+    one_process, tmp_path, stage, exact
+):
+    """Two views per batch, one per rank. Step 1 computes each view apart, and halving the sum
+    of the two views' gradients is exact in float: bit-identical weights. Step 2 runs its fc
+    layers on both views' RoIs at once in one process, so their weight gradient adds the rows
+    in another order than two ranks do: equal to float rounding (1.5e-8 measured). Step 2's
+    dropout masks are each view's own, whichever process draws them."""
+    root = two_process_copy(one_process, tmp_path / "two", stage)
+    result = run_stage(root, stage)
     assert result.returncode == 0, result.stderr
-    one, two = trained_parts(one_process, layout.STEP1_RPN), trained_parts(root, layout.STEP1_RPN)
+    one, two = trained_parts(one_process, stage), trained_parts(root, stage)
     for part in one:
         for name, weights in one[part].items():
-            assert torch.equal(two[part][name], weights), (part, name)
-    assert not (root / f"{layout.STEP1_RPN.out}.partial").exists()
+            if exact:
+                assert torch.equal(two[part][name], weights), (part, name)
+            else:
+                torch.testing.assert_close(two[part][name], weights, rtol=1e-5, atol=1e-6)
+    assert not (root / f"{stage.out}.partial").exists()
 
 
 @pytest.mark.slow

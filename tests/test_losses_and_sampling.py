@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.model.losses import fast_rcnn_loss, rpn_loss, smooth_l1
+from pipeline.model.losses import fast_rcnn_loss, mean_over_views, rpn_loss, smooth_l1
+from pipeline.model.roi_head import ViewDropout
 from pipeline.model.sampling import sample_foreground_background
 
 
@@ -79,3 +80,26 @@ def test_sampling_is_reproducible_from_the_seed():
     a = sample_foreground_background(mask, ~mask, 64, 0.25, torch.Generator().manual_seed(7))
     b = sample_foreground_background(mask, ~mask, 64, 0.25, torch.Generator().manual_seed(7))
     assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def test_mean_over_views_normalises_each_view_on_its_own():
+    terms = [{"a": torch.tensor(1.0)}, {"a": torch.tensor(3.0)}, {"a": torch.tensor(8.0)}]
+    assert mean_over_views(terms)["a"].item() == 4.0
+
+
+def test_a_views_dropout_mask_is_its_own_whatever_shares_the_call():
+    layer = ViewDropout(0.5).train()
+    x = torch.ones(8, 300)
+
+    def masked(rows_and_seeds):
+        layer.by_view = [(n, torch.Generator().manual_seed(s)) for n, s in rows_and_seeds]
+        return layer(x[: sum(n for n, _ in rows_and_seeds)])
+
+    together = masked([(5, 1), (3, 2)])
+    assert torch.equal(together[:5], masked([(5, 1)]))
+    assert torch.equal(together[5:], masked([(3, 2)]))
+    assert not torch.equal(together[:3], together[5:])
+    assert set(together.unique().tolist()) == {0.0, 2.0}  # kept values scaled by 1 / (1 - p)
+    assert abs((together == 0).float().mean().item() - 0.5) < 0.05
+    layer.eval()
+    assert torch.equal(layer(x), x)

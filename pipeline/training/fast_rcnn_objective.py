@@ -14,6 +14,7 @@ from pipeline.data.feeding import BatchReader, FeatureSource
 from pipeline.model.losses import fast_rcnn_loss, mean_over_views
 from pipeline.model.roi_head import FastRCNNHead, rois_with_batch_index
 from pipeline.model.sampling import sample_foreground_background
+from pipeline.seeds import derived_seed
 
 ViewTargets = tuple[Tensor, Tensor, Tensor, Tensor]  # candidate boxes, best IoU, class, deltas
 
@@ -54,21 +55,27 @@ class FastRCNNLoss:
         self, views: list[tuple[Any, list[ViewTargets]]], seeds: list[int]
     ) -> dict[str, Tensor]:
         """The mean over `views` (each read as a batch of one) of their losses; view k samples
-        its RoIs and draws its dropout with `seeds[k]`."""
-        return mean_over_views([self.view_loss(v, s) for v, s in zip(views, seeds, strict=True)])
-
-    def view_loss(self, inputs: tuple[Any, list[ViewTargets]], seed: int) -> dict[str, Tensor]:
-        feature_input, (view_targets,) = inputs
-        features = self.features(feature_input)
-        rois, classes, targets = self.sample(view_targets, torch.Generator().manual_seed(seed))
-        device = features.device
-        torch.manual_seed(seed)  # the head's dropout
-        class_logits, box_deltas = self.head(features, rois_with_batch_index([rois.to(device)]))
-        classification, box = fast_rcnn_loss(
-            class_logits,
-            box_deltas,
-            classes.to(device),
-            targets.to(device),
-            self.params.box_sigma,
-        )
-        return {"fast_rcnn_classification": classification, "fast_rcnn_box": box}
+        its RoIs and draws its dropout from `seeds[k]`. Each view's RoIs are pooled from its
+        own features; the fc layers then run once on all of them."""
+        pooled, classes, targets = [], [], []
+        for (feature_input, (view_targets,)), seed in zip(views, seeds, strict=True):
+            features = self.features(feature_input)
+            rois, view_classes, view_deltas = self.sample(
+                view_targets, torch.Generator().manual_seed(seed)
+            )
+            rois = rois_with_batch_index([rois.to(features.device)])
+            pooled.append(self.head.pool(features, rois))
+            classes.append(view_classes.to(features.device))
+            targets.append(view_deltas.to(features.device))
+        rows = [len(c) for c in classes]
+        with self.head.dropout_by_view(rows, [derived_seed(s, "dropout") for s in seeds]):
+            class_logits, box_deltas = self.head.classify(torch.cat(pooled))
+        terms = []
+        for logits, deltas, view_classes, view_deltas in zip(
+            class_logits.split(rows), box_deltas.split(rows), classes, targets, strict=True
+        ):
+            classification, box = fast_rcnn_loss(
+                logits, deltas, view_classes, view_deltas, self.params.box_sigma
+            )
+            terms.append({"fast_rcnn_classification": classification, "fast_rcnn_box": box})
+        return mean_over_views(terms)
