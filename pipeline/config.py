@@ -110,7 +110,8 @@ class StoreParams:
 
 @dataclass(frozen=True)
 class AnchorParams:
-    stride: int = _checked(lambda v: v == 16, "16, the feature stride of every backbone")
+    # The backbone's feature stride: 16 (the paper's), or 8 without its last max-pool.
+    stride: int = _checked(lambda v: v in (8, 16), "8 or 16, the feature stride of the backbone")
     ratios: tuple[float, ...] = _positive_list()
     scales: tuple[float, ...] = _positive_list()
 
@@ -283,6 +284,15 @@ def parse_params(raw: Any, source: str = "params.yaml") -> Params:
         return _build(Params, raw, "")
     except _KeyError as exc:
         raise ParamError(f"{source}: {exc}") from None
+
+
+# What a saved backbone was built for: its params section and the stride (the max-pools it has).
+BACKBONE_KEYS = ("backbone", "anchors.stride")
+
+
+def backbone_sections(params: Params) -> dict[str, Any]:
+    """The provenance of a saved backbone: the sections of BACKBONE_KEYS."""
+    return {"backbone": to_dict(params.backbone), "anchors": {"stride": params.anchors.stride}}
 
 
 def to_dict(section: Any) -> dict[str, Any]:

@@ -6,7 +6,7 @@ from pipeline.artifacts.features import Features
 from pipeline.artifacts.model_files import load_model
 from pipeline.artifacts.prepared import PreparedDataset
 from pipeline.artifacts.store import Provenance, expect_params
-from pipeline.config import Params, to_dict
+from pipeline.config import BACKBONE_KEYS, Params, to_dict
 from pipeline.layout import (
     EXPORT,
     PREPARE,
@@ -24,7 +24,7 @@ def run(params: Params) -> None:
     # Every part must have been made with the params the detector's config will record.
     prepared = PreparedDataset(PREPARE.out, expect_params(params, "data.min_size", "data.max_size"))
     detector = load_model(
-        STEP2_FAST_RCNN.out, STEP2_FAST_RCNN.name, expect_params(params, "backbone", "roi")
+        STEP2_FAST_RCNN.out, STEP2_FAST_RCNN.name, expect_params(params, *BACKBONE_KEYS, "roi")
     )
     rpn = load_model(STEP3_RPN.out, STEP3_RPN.name, expect_params(params, "rpn", "anchors"))
     head = load_model(STEP4_FAST_RCNN.out, STEP4_FAST_RCNN.name, expect_params(params, "roi"))

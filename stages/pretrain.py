@@ -10,7 +10,7 @@ from torch import nn
 from pipeline.artifacts.model_files import save_model
 from pipeline.artifacts.prepared import PreparedDataset
 from pipeline.artifacts.store import Provenance
-from pipeline.config import Params, to_dict
+from pipeline.config import Params, backbone_sections, to_dict
 from pipeline.data.records import TRAIN
 from pipeline.data.views import ViewSet, make_views
 from pipeline.devices import resolve_device
@@ -24,7 +24,7 @@ from pipeline.training.train_and_save import StageTraining, seeded_init, train_a
 def training(params: Params) -> StageTraining:
     """Crop classification from random weights: what trains when no weights are given."""
     seeded_init(params, PRETRAIN)
-    backbone = build_backbone(params.backbone)
+    backbone = build_backbone(params.backbone, params.anchors.stride)
     device = resolve_device(params.train.device)
     prepared = PreparedDataset(PREPARE.out)
     views = ViewSet(prepared, make_views(prepared.split, params.augment.flip))
@@ -37,7 +37,7 @@ def training(params: Params) -> StageTraining:
         CropClassification(backbone, classifier, params.pretrain, device),
         views.of_split(TRAIN),
         sections={
-            "backbone": to_dict(params.backbone),
+            **backbone_sections(params),
             "pretrain": to_dict(params.pretrain),
             "augment": to_dict(params.augment),
         },
@@ -51,10 +51,8 @@ def run(params: Params) -> dict:
     if params.backbone.weights is None:
         return train_and_save(training(params), params)
     seeded_init(params, PRETRAIN)
-    backbone = build_backbone(params.backbone)
-    provenance = Provenance.of_stage(
-        PRETRAIN, params={"backbone": to_dict(params.backbone)}, inputs={}
-    )
+    backbone = build_backbone(params.backbone, params.anchors.stride)
+    provenance = Provenance.of_stage(PRETRAIN, params=backbone_sections(params), inputs={})
     save_model(PRETRAIN.out, provenance, {"backbone": backbone.state_dict()})
     return {"weights": params.backbone.weights}
 

@@ -27,7 +27,9 @@ def propose_split(params: Params, stage: Stage, split: int) -> dict:
     saved = load_model(
         STEP1_RPN.out, STEP1_RPN.name, expect_params(params, "backbone", "rpn", "anchors")
     )
-    backbone = build_backbone(dataclasses.replace(params.backbone, weights=None))
+    backbone = build_backbone(
+        dataclasses.replace(params.backbone, weights=None), params.anchors.stride
+    )
     backbone.load_state_dict(saved["parts"]["backbone"])
     rpn = build_rpn(params.anchors, params.rpn, backbone.out_channels)
     rpn.load_state_dict(saved["parts"]["rpn"])

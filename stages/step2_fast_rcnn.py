@@ -5,7 +5,7 @@ import numpy as np
 
 from pipeline.artifacts.prepared import PreparedDataset
 from pipeline.artifacts.proposal_targets import ProposalTargets
-from pipeline.config import Params, to_dict
+from pipeline.config import Params, backbone_sections, to_dict
 from pipeline.data.views import ViewImages, ViewSet
 from pipeline.devices import resolve_device
 from pipeline.layout import PREPARE, PRETRAIN, STEP1_PROPOSAL_TARGETS, STEP2_FAST_RCNN
@@ -35,7 +35,7 @@ def training(params: Params) -> StageTraining:
         ProposalTargetBatch(ViewImages(views), targets),
         FastRCNNLoss(head, features, params.roi),
         np.arange(len(views)),  # proposal targets hold the train views only
-        sections={"backbone": to_dict(params.backbone), "roi": to_dict(params.roi)},
+        sections={**backbone_sections(params), "roi": to_dict(params.roi)},
         inputs={STEP1_PROPOSAL_TARGETS.name: targets.fingerprint, PRETRAIN.name: pretrained},
         device=device,
     )

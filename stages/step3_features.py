@@ -7,7 +7,7 @@ from pipeline.artifacts.features import write_features
 from pipeline.artifacts.model_files import load_model
 from pipeline.artifacts.prepared import PreparedDataset
 from pipeline.artifacts.store import Provenance, expect_params
-from pipeline.config import Params, to_dict
+from pipeline.config import BACKBONE_KEYS, Params, to_dict
 from pipeline.data.views import ViewSet, make_views
 from pipeline.devices import resolve_device
 from pipeline.layout import PREPARE, STEP2_FAST_RCNN, STEP3_FEATURES
@@ -19,8 +19,12 @@ def run(params: Params) -> dict:
     """Step 3: cache the features of the step-2 backbone, frozen from here on."""
     device = resolve_device(params.train.device)
     prepared = PreparedDataset(PREPARE.out)
-    saved = load_model(STEP2_FAST_RCNN.out, STEP2_FAST_RCNN.name, expect_params(params, "backbone"))
-    backbone = build_backbone(dataclasses.replace(params.backbone, weights=None))
+    saved = load_model(
+        STEP2_FAST_RCNN.out, STEP2_FAST_RCNN.name, expect_params(params, *BACKBONE_KEYS)
+    )
+    backbone = build_backbone(
+        dataclasses.replace(params.backbone, weights=None), params.anchors.stride
+    )
     backbone.load_state_dict(saved["parts"]["backbone"])
     views = ViewSet(prepared, make_views(prepared.split, params.augment.flip))
     provenance = Provenance.of_stage(

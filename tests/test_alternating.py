@@ -100,7 +100,7 @@ def test_a_half_precision_cache_holds_the_features_to_its_rounding_in_fewer_byte
     with inside(root):
         exact = Features(layout.STEP3_FEATURES.out)
         prepared = PreparedDataset(layout.PREPARE.out)
-        backbone = backbones.build_backbone(p.backbone)
+        backbone = backbones.build_backbone(p.backbone, p.anchors.stride)
         saved = load_model(layout.STEP2_FAST_RCNN.out, "step2_fast_rcnn")
         backbone.load_state_dict(saved["parts"]["backbone"])
         out = tmp_path / "features.zarr"

@@ -25,7 +25,7 @@ def test_repo_params_load_into_typed_sections(params):
         ("anchors", "ratioz", [1.0], "unknown key 'anchors.ratioz' (valid keys in anchors: "
          "ratios, scales, stride)"),
         ("anchors", "stride", "16", "'anchors.stride' is '16' (str); expected an integer"),
-        ("anchors", "stride", 0, "'anchors.stride' is 0; allowed: 16, the feature stride"),
+        ("anchors", "stride", 0, "'anchors.stride' is 0; allowed: 8 or 16, the feature stride"),
         ("anchors", "ratios", [], "'anchors.ratios' is []; allowed: a non-empty list"),
         ("anchors", "scales", [1, -2], "'anchors.scales' is [1, -2]; allowed"),
         ("anchor_targets", "fg_iou", 1.5, "'anchor_targets.fg_iou' is 1.5; allowed: a number "

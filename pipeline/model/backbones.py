@@ -1,4 +1,7 @@
-"""Shared conv trunks of stride 16: VGG16 (the paper's) and a small VGG-style net for CPUs.
+"""Shared conv trunks: VGG16 (the paper's) and a small VGG-style net for CPUs, of stride 16 (a
+max-pool after each conv stage but the last) or 8 (none after the fourth either: the last stage
+sees twice the resolution, for objects a 16-pixel cell would blur; it costs that stage and the
+RPN conv four times the work, and the parameters are the same).
 
 A backbone is a named `nn.Sequential` of conv blocks (`conv1_1`, `relu1_1`, `pool1`, ...), so
 `freeze_below: conv3_1` reads as the paper does ("conv1 and conv2 fixed"). It also offers the
@@ -18,16 +21,15 @@ from torch import nn
 from pipeline.config import BackboneParams
 from pipeline.errors import ParamError
 
-STRIDE = 16
 VGG16_PLAN = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
 
 
 class Backbone(nn.Module):
-    def __init__(self, layers: OrderedDict[str, nn.Module], out_channels: int) -> None:
+    def __init__(self, layers: OrderedDict[str, nn.Module], out_channels: int, stride: int) -> None:
         super().__init__()
         self.body = nn.Sequential(layers)
         self.out_channels = out_channels
-        self.stride = STRIDE
+        self.stride = stride
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.body(images)
@@ -48,8 +50,12 @@ class Backbone(nn.Module):
                 parameter.requires_grad_(False)
 
 
-def _vgg_layers(plan: tuple[tuple[int, int], ...], norm_groups: int | None) -> OrderedDict:
-    """conv3x3 blocks with a 2x2 max-pool after each stage but the last (stride 2^4 = 16)."""
+def _vgg_layers(
+    plan: tuple[tuple[int, int], ...], norm_groups: int | None, stride: int
+) -> OrderedDict:
+    """conv3x3 blocks with a 2x2 max-pool after each of the first log2(stride) stages (the
+    config allows stride 8 or 16)."""
+    pools = stride.bit_length() - 1
     layers: OrderedDict[str, nn.Module] = OrderedDict()
     channels = 3
     for stage, (width, count) in enumerate(plan, start=1):
@@ -59,15 +65,16 @@ def _vgg_layers(plan: tuple[tuple[int, int], ...], norm_groups: int | None) -> O
                 layers[f"norm{stage}_{k}"] = nn.GroupNorm(norm_groups, width)
             layers[f"relu{stage}_{k}"] = nn.ReLU(inplace=True)
             channels = width
-        if stage < len(plan):
+        if stage <= pools:
             layers[f"pool{stage}"] = nn.MaxPool2d(2, 2)
     return layers
 
 
-def build_backbone(params: BackboneParams) -> Backbone:
-    """The initial backbone: seeded random init, or ImageNet weights from `params.weights`."""
+def build_backbone(params: BackboneParams, stride: int) -> Backbone:
+    """The initial backbone of feature stride `stride` (`anchors.stride`): seeded random init,
+    or ImageNet weights from `params.weights`."""
     if params.name == "vgg16":
-        backbone = Backbone(_vgg_layers(VGG16_PLAN, None), 512)
+        backbone = Backbone(_vgg_layers(VGG16_PLAN, None, stride), 512, stride)
         if params.weights is not None:
             state = _load_vgg16_state(Path(params.weights))
             convs = [m for m in backbone.body if isinstance(m, nn.Conv2d)]
@@ -82,7 +89,7 @@ def build_backbone(params: BackboneParams) -> Backbone:
         return backbone
     w = params.width
     plan = ((w, 1), (2 * w, 1), (4 * w, 2), (8 * w, 2), (8 * w, 2))
-    backbone = Backbone(_vgg_layers(plan, norm_groups=8), 8 * w)
+    backbone = Backbone(_vgg_layers(plan, 8, stride), 8 * w, stride)
     for module in backbone.modules():
         if isinstance(module, nn.Conv2d):
             nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")

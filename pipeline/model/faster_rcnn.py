@@ -104,7 +104,7 @@ class FasterRCNN(nn.Module):
     def from_config(cls, config: DetectorConfig) -> FasterRCNN:
         # The weights come from the exported file, not from ImageNet.
         structure = dataclasses.replace(config.backbone, weights=None, freeze_below=None)
-        backbone = build_backbone(structure)
+        backbone = build_backbone(structure, config.anchors.stride)
         rpn = build_rpn(config.anchors, config.rpn, backbone.out_channels)
         head = build_head(
             structure, config.roi, backbone.out_channels, len(config.classes), backbone.stride

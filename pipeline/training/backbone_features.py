@@ -11,7 +11,7 @@ from torch import Tensor
 
 from pipeline.artifacts.model_files import load_model
 from pipeline.artifacts.store import expect_params
-from pipeline.config import Params
+from pipeline.config import BACKBONE_KEYS, Params
 from pipeline.layout import PRETRAIN
 from pipeline.model.backbones import Backbone, build_backbone
 
@@ -19,8 +19,10 @@ from pipeline.model.backbones import Backbone, build_backbone
 def initial_backbone(params: Params) -> tuple[Backbone, str]:
     """The backbone steps 1 and 2 both start from (the paper: from ImageNet, not from each
     other): the `pretrain` stage's, and its fingerprint for their provenance."""
-    saved = load_model(PRETRAIN.out, PRETRAIN.name, expect_params(params, "backbone"))
-    backbone = build_backbone(dataclasses.replace(params.backbone, weights=None))
+    saved = load_model(PRETRAIN.out, PRETRAIN.name, expect_params(params, *BACKBONE_KEYS))
+    backbone = build_backbone(
+        dataclasses.replace(params.backbone, weights=None), params.anchors.stride
+    )
     backbone.load_state_dict(saved["parts"]["backbone"])
     backbone.freeze_below(params.backbone.freeze_below)
     return backbone, saved["fingerprint"]
