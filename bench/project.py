@@ -29,7 +29,7 @@ STEPS = ("pretrain", "step1", "step2", "step3", "step4")
 VGG16 = {
     "backbone": {"name": "vgg16", "weights": None, "freeze_below": "conv3_1"},
     "data": {"min_size": 600, "max_size": 1000},
-    "anchors": {"scales": [8, 16, 32]},
+    "anchors": {"stride": 16, "scales": [8, 16, 32]},
     "rpn": {"channels": 512},
     "roi": {"fc_dim": 4096},
     "proposals": {"train_pre_nms": 12000, "train_post_nms": 2000, "test_pre_nms": 6000},

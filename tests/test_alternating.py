@@ -48,27 +48,39 @@ BACKBONE_FREE = [
 ]
 
 
-@pytest.fixture(scope="module")
-def tiny_pipeline(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pipeline")
-    p = tiny_params()
+def run_stages(root, p):
     with inside(root):
         for stage in STAGES:
             stage(p)
     return root, p
 
 
-def test_cached_features_give_exactly_what_the_exported_detector_computes(tiny_pipeline):
-    root, p = tiny_pipeline
+@pytest.fixture(scope="module")
+def tiny_pipeline(tmp_path_factory):
+    return run_stages(tmp_path_factory.mktemp("pipeline"), tiny_params())
+
+
+@pytest.fixture(scope="module")
+def tiny_pipeline_at_stride_16(tmp_path_factory):
+    """The paper's stride (the default profile's is 8)."""
+    p = tiny_params()
+    p = dataclasses.replace(p, anchors=dataclasses.replace(p.anchors, stride=16))
+    return run_stages(tmp_path_factory.mktemp("pipeline16"), p)
+
+
+@pytest.mark.parametrize("pipeline", ["tiny_pipeline", "tiny_pipeline_at_stride_16"])
+def test_cached_features_give_exactly_what_the_exported_detector_computes(pipeline, request):
+    root, p = request.getfixturevalue(pipeline)
     with inside(root):
         detector = load_detector(layout.EXPORT.out)
+        assert detector.backbone.stride == p.anchors.stride
         prepared = PreparedDataset(layout.PREPARE.out)
         features = Features(layout.STEP3_FEATURES.out)
         views = ViewSet(prepared, features.views)
         step3_rpn = build_rpn(p.anchors, p.rpn, features.channels)
         step3_rpn.load_state_dict(load_model(layout.STEP3_RPN.out, "step3_rpn")["parts"]["rpn"])
         step4_head = build_head(p.backbone, p.roi, features.channels,
-                                len(prepared.classes), 16)  # fmt: skip
+                                len(prepared.classes), p.anchors.stride)  # fmt: skip
         step4_head.load_state_dict(
             load_model(layout.STEP4_FAST_RCNN.out, "step4_fast_rcnn")["parts"]["head"]
         )
