@@ -185,7 +185,8 @@ def test_anchor_target_artifact_matches_the_prepared_images(tmp_path, params):
     group = open_artifact(
         tmp_path / "t.zarr", "anchor_targets", expect={"inputs.prepared": prepared.fingerprint}
     )
-    grid = (prepared.canvas[0] // 16, prepared.canvas[1] // 16, 6)
+    stride = anchors.stride
+    grid = (prepared.canvas[0] // stride, prepared.canvas[1] // stride, 6)
     assert group["labels"].shape == (5, *grid)
     assert group["anchors"].shape == (*grid, 4)
     labels = group["labels"][...]
@@ -207,7 +208,7 @@ def test_anchors_that_are_never_background_are_refused(tmp_path, params):
         tmp_path / "voc", {"trainval": [image], "test": [dataclasses.replace(image, image_id="b")]}
     )
     prepare_dataset(voc_params(params, root).data, STORE, tmp_path / "p.zarr")
-    anchors = dataclasses.replace(params.anchors, scales=(3.0,))
+    anchors = dataclasses.replace(params.anchors, stride=16, scales=(3.0,))
     with pytest.raises(ParamError, match=r"'anchors.scales' is \[3.0\]: no anchor is background"):
         label_anchors(
             PreparedDataset(tmp_path / "p.zarr"), False, anchors, params.anchor_targets, STORE,
