@@ -93,9 +93,16 @@ def one_process(tmp_path_factory) -> Path:
     (root / "hook").mkdir()
     (root / "hook" / "sitecustomize.py").write_text(KILL_HOOK)
     params = parse_params(yaml.safe_load((root / "params.yaml").read_text()))
-    with inside(root):
-        for stage in BUILT_BY_ONE:
-            stage_function(stage.name)(params)
+    # One thread, as torchrun runs each rank: a conv's weight gradient sums over the threads'
+    # shares of the image, so the thread count, not only the ranks, decides its rounding.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with inside(root):
+            for stage in BUILT_BY_ONE:
+                stage_function(stage.name)(params)
+    finally:
+        torch.set_num_threads(threads)
     return root
 
 

@@ -71,7 +71,7 @@ def prepared(tmp_path_factory):
 @pytest.mark.slow
 def test_pretraining_learns_to_classify_crops_and_steps_1_and_2_start_from_it(prepared):
     p = tiny_params()
-    schedule = dataclasses.replace(p.train.pretrain, iterations=60, lr=0.02, lr_steps=())
+    schedule = dataclasses.replace(p.train.pretrain, iterations=100, lr=0.02, lr_steps=())
     p = dataclasses.replace(p, train=dataclasses.replace(p.train, pretrain=schedule))
     with inside(prepared):
         last = stage_function("pretrain")(p)
