@@ -1,8 +1,6 @@
 """step1_proposals: proposals of every train view from the step-1 RPN (train top-N), what
 step 2 trains on. `step1_test_proposals` does the same for the test views (test top-N)."""
 
-import dataclasses
-
 import torch
 
 from pipeline.artifacts.model_files import load_model
@@ -14,7 +12,7 @@ from pipeline.data.records import TRAIN
 from pipeline.data.views import ViewImages, ViewSet, split_views
 from pipeline.devices import resolve_device
 from pipeline.layout import PREPARE, STEP1_PROPOSALS, STEP1_RPN, Stage
-from pipeline.model.backbones import build_backbone
+from pipeline.model.backbones import saved_backbone
 from pipeline.model.rpn import build_rpn, view_proposals
 from pipeline.runner import stage_command
 
@@ -27,10 +25,7 @@ def propose_split(params: Params, stage: Stage, split: int) -> dict:
     saved = load_model(
         STEP1_RPN.out, STEP1_RPN.name, expect_params(params, "backbone", "rpn", "anchors")
     )
-    backbone = build_backbone(
-        dataclasses.replace(params.backbone, weights=None), params.anchors.stride
-    )
-    backbone.load_state_dict(saved["parts"]["backbone"])
+    backbone = saved_backbone(params.backbone, params.anchors.stride, saved["parts"]["backbone"])
     rpn = build_rpn(params.anchors, params.rpn, backbone.out_channels)
     rpn.load_state_dict(saved["parts"]["rpn"])
     backbone.eval().to(device)

@@ -1,8 +1,6 @@
 """step3_features: cache the features of the step-2 backbone, frozen from here on, for every
 view (paper section 3.2, step 3): steps 3 and 4 train from this cache, never from images."""
 
-import dataclasses
-
 from pipeline.artifacts.features import write_features
 from pipeline.artifacts.model_files import load_model
 from pipeline.artifacts.prepared import PreparedDataset
@@ -11,7 +9,7 @@ from pipeline.config import BACKBONE_KEYS, Params, to_dict
 from pipeline.data.views import ViewSet, make_views
 from pipeline.devices import resolve_device
 from pipeline.layout import PREPARE, STEP2_FAST_RCNN, STEP3_FEATURES
-from pipeline.model.backbones import build_backbone
+from pipeline.model.backbones import saved_backbone
 from pipeline.runner import stage_command
 
 
@@ -22,10 +20,7 @@ def run(params: Params) -> dict:
     saved = load_model(
         STEP2_FAST_RCNN.out, STEP2_FAST_RCNN.name, expect_params(params, *BACKBONE_KEYS)
     )
-    backbone = build_backbone(
-        dataclasses.replace(params.backbone, weights=None), params.anchors.stride
-    )
-    backbone.load_state_dict(saved["parts"]["backbone"])
+    backbone = saved_backbone(params.backbone, params.anchors.stride, saved["parts"]["backbone"])
     views = ViewSet(prepared, make_views(prepared.split, params.augment.flip))
     provenance = Provenance.of_stage(
         STEP3_FEATURES,

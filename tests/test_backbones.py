@@ -8,7 +8,7 @@ import torch
 import torchvision
 
 from pipeline.errors import ParamError
-from pipeline.model.backbones import build_backbone, head_fc_layers
+from pipeline.model.backbones import build_backbone, head_fc_layers, saved_backbone
 from tests.conftest import tiny_params, vgg16_weights_file
 
 
@@ -30,6 +30,20 @@ def test_stride_8_drops_the_last_pool_and_keeps_every_weight():
     coarse, fine = build_backbone(backbone_params(), 16), build_backbone(backbone_params(), 8)
     assert [n for n in fine.body._modules if n.startswith("pool")] == ["pool1", "pool2", "pool3"]
     fine.load_state_dict(coarse.state_dict())
+
+
+def test_a_saved_backbone_has_the_saved_weights_and_never_reads_imagenet(tmp_path):
+    """Steps 1-3 restore what a stage saved: `backbone.weights` (here a file that does not
+    exist) must not be read, and the state may come from the other stride."""
+    coarse = build_backbone(backbone_params(name="vgg16"), 16)
+    restored = saved_backbone(
+        backbone_params(name="vgg16", weights=str(tmp_path / "absent.pth")), 8, coarse.state_dict()
+    )
+    assert restored.stride == 8
+    for (name, saved), (_, loaded) in zip(
+        coarse.state_dict().items(), restored.state_dict().items(), strict=True
+    ):
+        assert torch.equal(saved, loaded), name
 
 
 def test_freeze_below_fixes_the_earlier_layers_only():

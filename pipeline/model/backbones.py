@@ -11,7 +11,9 @@ when weights are given, fresh layers otherwise.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import OrderedDict
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -94,6 +96,16 @@ def build_backbone(params: BackboneParams, stride: int) -> Backbone:
         if isinstance(module, nn.Conv2d):
             nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
             nn.init.zeros_(module.bias)
+    return backbone
+
+
+def saved_backbone(
+    params: BackboneParams, stride: int, state: Mapping[str, torch.Tensor]
+) -> Backbone:
+    """A backbone a stage saved: the structure of `params` at `stride`, its weights from
+    `state` (so ImageNet's file, which `params.weights` may name, is not read again)."""
+    backbone = build_backbone(dataclasses.replace(params, weights=None), stride)
+    backbone.load_state_dict(state)
     return backbone
 
 

@@ -4,8 +4,6 @@ only move them to the device: `pipeline.data.feeding.on_device`.)"""
 
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 from torch import Tensor
 
@@ -13,17 +11,14 @@ from pipeline.artifacts.model_files import load_model
 from pipeline.artifacts.store import expect_params
 from pipeline.config import BACKBONE_KEYS, Params
 from pipeline.layout import PRETRAIN
-from pipeline.model.backbones import Backbone, build_backbone
+from pipeline.model.backbones import Backbone, saved_backbone
 
 
 def initial_backbone(params: Params) -> tuple[Backbone, str]:
     """The backbone steps 1 and 2 both start from (the paper: from ImageNet, not from each
     other): the `pretrain` stage's, and its fingerprint for their provenance."""
     saved = load_model(PRETRAIN.out, PRETRAIN.name, expect_params(params, *BACKBONE_KEYS))
-    backbone = build_backbone(
-        dataclasses.replace(params.backbone, weights=None), params.anchors.stride
-    )
-    backbone.load_state_dict(saved["parts"]["backbone"])
+    backbone = saved_backbone(params.backbone, params.anchors.stride, saved["parts"]["backbone"])
     backbone.freeze_below(params.backbone.freeze_below)
     return backbone, saved["fingerprint"]
 
