@@ -146,6 +146,8 @@ class BackboneParams:
 
 @dataclass(frozen=True)
 class PretrainParams:
+    # The stride pretraining trains at: the weights fit either, as ImageNet's fit both.
+    stride: int = _checked(lambda v: v in (8, 16), "8 or 16, the feature stride pretraining uses")
     crop_size: int = _checked(lambda v: v >= 32 and v % 16 == 0, "a multiple of 16, >= 32")
     background_crops: int = _positive_int()
     background_iou: float = _positive_fraction()

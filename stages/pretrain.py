@@ -2,7 +2,9 @@
 
 With `backbone.weights` naming a file, those weights are the start and nothing trains. Without,
 the backbone learns to classify crops of the train split's objects and of background first,
-so that neither step trains a backbone from random weights.
+so that neither step trains a backbone from random weights. It may train at another stride
+than the steps' (`pretrain.stride`): the weights are the same at 8 and 16, and a crop classifier
+learns better with the wider view of stride 16, as ImageNet's VGG16 did at 32.
 """
 
 from torch import nn
@@ -10,7 +12,7 @@ from torch import nn
 from pipeline.artifacts.model_files import save_model
 from pipeline.artifacts.prepared import PreparedDataset
 from pipeline.artifacts.store import Provenance
-from pipeline.config import Params, backbone_sections, to_dict
+from pipeline.config import Params, to_dict
 from pipeline.data.records import TRAIN
 from pipeline.data.views import ViewSet, make_views
 from pipeline.devices import resolve_device
@@ -24,7 +26,7 @@ from pipeline.training.train_and_save import StageTraining, seeded_init, train_a
 def training(params: Params) -> StageTraining:
     """Crop classification from random weights: what trains when no weights are given."""
     seeded_init(params, PRETRAIN)
-    backbone = build_backbone(params.backbone, params.anchors.stride)
+    backbone = build_backbone(params.backbone, params.pretrain.stride)
     device = resolve_device(params.train.device)
     prepared = PreparedDataset(PREPARE.out)
     views = ViewSet(prepared, make_views(prepared.split, params.augment.flip))
@@ -37,7 +39,7 @@ def training(params: Params) -> StageTraining:
         CropClassification(backbone, classifier, params.pretrain, device),
         views.of_split(TRAIN),
         sections={
-            **backbone_sections(params),
+            "backbone": to_dict(params.backbone),
             "pretrain": to_dict(params.pretrain),
             "augment": to_dict(params.augment),
         },
@@ -51,8 +53,10 @@ def run(params: Params) -> dict:
     if params.backbone.weights is None:
         return train_and_save(training(params), params)
     seeded_init(params, PRETRAIN)
-    backbone = build_backbone(params.backbone, params.anchors.stride)
-    provenance = Provenance.of_stage(PRETRAIN, params=backbone_sections(params), inputs={})
+    backbone = build_backbone(params.backbone, params.pretrain.stride)
+    provenance = Provenance.of_stage(
+        PRETRAIN, params={"backbone": to_dict(params.backbone)}, inputs={}
+    )
     save_model(PRETRAIN.out, provenance, {"backbone": backbone.state_dict()})
     return {"weights": params.backbone.weights}
 

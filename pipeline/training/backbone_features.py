@@ -9,7 +9,7 @@ from torch import Tensor
 
 from pipeline.artifacts.model_files import load_model
 from pipeline.artifacts.store import expect_params
-from pipeline.config import BACKBONE_KEYS, Params
+from pipeline.config import Params
 from pipeline.layout import PRETRAIN
 from pipeline.model.backbones import Backbone, saved_backbone
 
@@ -17,7 +17,7 @@ from pipeline.model.backbones import Backbone, saved_backbone
 def initial_backbone(params: Params) -> tuple[Backbone, str]:
     """The backbone steps 1 and 2 both start from (the paper: from ImageNet, not from each
     other): the `pretrain` stage's, and its fingerprint for their provenance."""
-    saved = load_model(PRETRAIN.out, PRETRAIN.name, expect_params(params, *BACKBONE_KEYS))
+    saved = load_model(PRETRAIN.out, PRETRAIN.name, expect_params(params, "backbone"))
     backbone = saved_backbone(params.backbone, params.anchors.stride, saved["parts"]["backbone"])
     backbone.freeze_below(params.backbone.freeze_below)
     return backbone, saved["fingerprint"]
