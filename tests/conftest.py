@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import importlib
 import json
-import os
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,17 +60,6 @@ def with_changes(raw: dict, changes: dict) -> dict:
 
 def tiny_params() -> Params:
     return parse_params(with_changes(raw_params(), TINY))
-
-
-@contextlib.contextmanager
-def inside(folder: Path) -> Iterator[Path]:
-    """Run with `folder` as the working directory (stages use paths relative to the repo)."""
-    previous = Path.cwd()
-    os.chdir(folder)
-    try:
-        yield folder
-    finally:
-        os.chdir(previous)
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
+from bench.project import inside
 from pipeline import layout
 from pipeline.artifacts import store as store_module
 from pipeline.artifacts.exported_model import load_detector
@@ -31,7 +32,7 @@ from pipeline.model import backbones
 from pipeline.model.roi_head import build_head, rois_with_batch_index
 from pipeline.model.rpn import build_rpn, view_proposals
 from stages import evaluate as evaluate_stage
-from tests.conftest import inside, stage_function, tiny_params
+from tests.conftest import stage_function, tiny_params
 
 pytestmark = pytest.mark.slow
 

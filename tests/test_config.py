@@ -34,6 +34,7 @@ def test_repo_params_load_into_typed_sections(params):
          "in (0, 1]"),
         ("roi", "fg_iou", 0, "'roi.fg_iou' is 0; allowed: a number in (0, 1]"),
         ("pretrain", "crop_size", 40, "'pretrain.crop_size' is 40; allowed: a multiple of 16"),
+        ("pretrain", "stride", 32, "'pretrain.stride' is 32; allowed: 8 or 16, the feature"),
         ("pretrain", "background_crops", 0, "'pretrain.background_crops' is 0; allowed"),
         ("anchor_targets", "bg_iou", 0.8, "'anchor_targets.bg_iou' is 0.8; allowed: <= "
          "anchor_targets.fg_iou (0.7)"),

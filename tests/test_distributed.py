@@ -18,11 +18,12 @@ import pytest
 import torch
 import yaml
 
+from bench.project import inside
 from pipeline import distributed, layout
 from pipeline.artifacts import store
 from pipeline.config import DistParams, parse_params
 from pipeline.errors import ParamError
-from tests.conftest import REPO, TINY, inside, raw_params, stage_function, with_changes
+from tests.conftest import REPO, TINY, raw_params, stage_function, with_changes
 
 # Two shards of train views per rank (12 views, 2 per shard), so ranks share every stage.
 PROFILE = {**TINY, "store": {"shard_size": 2}}

@@ -9,10 +9,11 @@ import subprocess
 import pytest
 import yaml
 
+from bench.project import inside
 from pipeline.config import load_params
 from pipeline.layout import STAGES
 from pipeline.model.backbones import Backbone
-from tests.conftest import inside, stage_function
+from tests.conftest import stage_function
 from tests.test_end_to_end import dvc, make_project, stages_run
 
 pytestmark = pytest.mark.slow

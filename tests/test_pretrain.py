@@ -9,11 +9,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torchvision.ops import box_iou
 
+from bench.project import inside
 from pipeline import layout
 from pipeline.artifacts.model_files import load_model
 from pipeline.model.crops import background_boxes, crop_images, jitter_boxes
 from pipeline.training.backbone_features import initial_backbone
-from tests.conftest import inside, stage_function, tiny_params, vgg16_weights_file
+from tests.conftest import stage_function, tiny_params, vgg16_weights_file
 
 
 @settings(max_examples=50, deadline=None)
@@ -70,9 +71,15 @@ def prepared(tmp_path_factory):
 
 @pytest.mark.slow
 def test_pretraining_learns_to_classify_crops_and_steps_1_and_2_start_from_it(prepared):
+    """Also at another stride than the steps': the weights are the same at both."""
     p = tiny_params()
     schedule = dataclasses.replace(p.train.pretrain, iterations=100, lr=0.02, lr_steps=())
-    p = dataclasses.replace(p, train=dataclasses.replace(p.train, pretrain=schedule))
+    p = dataclasses.replace(
+        p,
+        train=dataclasses.replace(p.train, pretrain=schedule),
+        pretrain=dataclasses.replace(p.pretrain, stride=16),  # the steps then use it at 8
+        anchors=dataclasses.replace(p.anchors, stride=8),
+    )
     with inside(prepared):
         last = stage_function("pretrain")(p)
         history = [
@@ -85,6 +92,7 @@ def test_pretraining_learns_to_classify_crops_and_steps_1_and_2_start_from_it(pr
     assert sum(history[-5:]) / 5 < 0.7 * sum(history[:5]) / 5, history
     assert last["loss/crop_classification"] == history[-1]
     assert fingerprint == saved["fingerprint"]
+    assert backbone.stride == 8
     for key, value in backbone.state_dict().items():
         assert torch.equal(value, saved["parts"]["backbone"][key]), key
 

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from bench.project import inside
 from pipeline import layout
 from pipeline.artifacts.anchor_targets import AnchorTargets
 from pipeline.artifacts.prepared import PreparedDataset
@@ -24,7 +25,7 @@ from pipeline.model.rpn import build_rpn
 from pipeline.training.backbone_features import BackboneFeatures, initial_backbone
 from pipeline.training.loop import TrainingDiverged, TrainingRun, batch_at, lr_at, train
 from pipeline.training.rpn_objective import AnchorTargetBatch, RPNLoss
-from tests.conftest import inside, stage_function, tiny_params
+from tests.conftest import stage_function, tiny_params
 
 CPU = torch.device("cpu")
 
