@@ -13,12 +13,12 @@ import torch
 import torchvision
 import yaml
 
+from bench.project import inside
 from pipeline import layout
 from pipeline.config import parse_params
 from tests.conftest import (
     TINY,
     TinyImage,
-    inside,
     raw_params,
     stage_function,
     with_changes,
