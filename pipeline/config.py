@@ -288,7 +288,9 @@ def parse_params(raw: Any, source: str = "params.yaml") -> Params:
         raise ParamError(f"{source}: {exc}") from None
 
 
-# What a saved backbone was built for: its params section and the stride (the max-pools it has).
+# What step 2's saved backbone was built for: its params section and the stride (the max-pools
+# it has), which step 3 and export use it at. Pretraining records no stride: its weights fit
+# either (`pretrain.stride`).
 BACKBONE_KEYS = ("backbone", "anchors.stride")
 
 

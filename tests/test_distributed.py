@@ -256,7 +256,7 @@ def test_a_training_rank_killed_mid_stage_resumes_from_the_checkpoint(one_proces
     assert run_stage(uninterrupted, layout.STEP1_RPN).returncode == 0
     root = two_process_copy(one_process, tmp_path / "killed", layout.STEP1_RPN)
     # Rank 1 dies in iteration 8 of 10, after the checkpoint of iteration 5.
-    killed = run_stage(root, layout.STEP1_RPN, kill_at="pipeline.training.loop:_step:8")
+    killed = run_stage(root, layout.STEP1_RPN, kill_at="pipeline.training.loop:_Updater.step:8")
     assert killed.returncode != 0
     checkpoint = torch.load(
         root / f"{layout.STEP1_RPN.out}.partial" / "checkpoint.pt", weights_only=True

@@ -157,7 +157,6 @@ def train(run: TrainingRun, device: torch.device) -> list[dict[str, float]]:
                 checkpoint_path,
             )
     live = _replay_log(run.work / "live", history) if main else None
-    amp = autocast(run.common.amp, device)
     # One rank alone must not stop on a bad value the others never see: checked per iteration
     # only in one CPU process, else where every rank holds the same sums (log, checkpoint).
     guard = _Guard(run, checkpoint_path, exact=device.type == "cpu" and ranks == 1)
@@ -174,11 +173,19 @@ def train(run: TrainingRun, device: torch.device) -> list[dict[str, float]]:
         leave=False,
         disable=None if main else True,  # none when stderr is not a terminal (logs, CI)
     )
-    positions = range(rank, run.step.images_per_batch, ranks)  # this rank's share of a batch
     batches = [
         batch_at(i, run.step.images_per_batch, run.views, run.common.seed)[rank::ranks]
         for i in range(start, run.step.iterations)
     ]
+    updater = _Updater(
+        run,
+        objective,
+        optimizer,
+        scaler,
+        autocast(run.common.amp, device),
+        guard,
+        positions=range(rank, run.step.images_per_batch, ranks),
+    )
     inputs = feed(EachView(run.read), batches, run.workers, device)
 
     def save(done: int, pending: dict[str, float]) -> None:
@@ -202,17 +209,7 @@ def train(run: TrainingRun, device: torch.device) -> list[dict[str, float]]:
             asked = time.perf_counter()
             batch_inputs = next(fed)
             waited += time.perf_counter() - asked
-            losses = _step(
-                run,
-                iteration,
-                positions,
-                batch_inputs,
-                objective,
-                optimizer,
-                scaler,
-                amp,
-                guard,
-            )
+            losses = updater.step(iteration, batch_inputs)
             done = iteration + 1
             for name, value in losses.items():
                 sums[name] = sums.get(name, 0.0) + value.double()
@@ -325,41 +322,46 @@ class _Guard:
                 raise TrainingDiverged(f"{self.stage}: {subject} is {value} {where}; {self.advice}")
 
 
-def _step(
-    run: TrainingRun,
-    iteration: int,
-    positions: Sequence[int],
-    inputs: list[Any],
-    objective: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler,
-    amp: AbstractContextManager,
-    guard: _Guard,
-) -> dict[str, Tensor]:
-    """One seeded SGD iteration on this rank's views (their inputs, and their positions in
-    the batch); returns this rank's share of the batch's loss terms, detached."""
-    torch.manual_seed(derived_seed(run.common.seed, run.stage, iteration))
-    seeds = [derived_seed(run.common.seed, run.stage, iteration, p) for p in positions]
-    for group in optimizer.param_groups:
-        group["lr"] = lr_at(iteration, run.step)
-    with amp:
-        losses = objective(inputs, seeds)  # the mean over this rank's views
-    total = sum(losses.values())
-    guard.check_losses({**losses, "total": total}, iteration)
-    optimizer.zero_grad(set_to_none=True)
-    # DistributedDataParallel averages the ranks' gradients: the batch mean's gradient.
-    scaler.scale(total).backward()
-    scaler.unscale_(optimizer)
-    if not scaler.is_enabled():  # with fp16, GradScaler skips steps with inf gradients itself
-        grads = [p.grad for p in run.module.parameters() if p.grad is not None]
-        guard.check_gradient(
-            torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])),
-            iteration,
-        )
-    scaler.step(optimizer)
-    scaler.update()
-    share = len(positions) / run.step.images_per_batch
-    return {name: value.detach() * share for name, value in losses.items()}
+@dataclass(frozen=True)
+class _Updater:
+    """What every SGD iteration of a run uses: the model and loss, the optimizer, the
+    mixed-precision context and scaler, the guard against non-finite values, and which views
+    of each batch are this rank's."""
+
+    run: TrainingRun
+    objective: nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    amp: AbstractContextManager
+    guard: _Guard
+    positions: Sequence[int]  # this rank's share of a batch: the views at these positions
+
+    def step(self, iteration: int, inputs: list[Any]) -> dict[str, Tensor]:
+        """One seeded SGD iteration on this rank's views of the batch (their inputs); returns
+        this rank's share of the batch's loss terms, detached."""
+        run, optimizer, scaler, positions = self.run, self.optimizer, self.scaler, self.positions
+        torch.manual_seed(derived_seed(run.common.seed, run.stage, iteration))
+        seeds = [derived_seed(run.common.seed, run.stage, iteration, p) for p in positions]
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(iteration, run.step)
+        with self.amp:
+            losses = self.objective(inputs, seeds)  # the mean over this rank's views
+        total = sum(losses.values())
+        self.guard.check_losses({**losses, "total": total}, iteration)
+        optimizer.zero_grad(set_to_none=True)
+        # DistributedDataParallel averages the ranks' gradients: the batch mean's gradient.
+        scaler.scale(total).backward()
+        scaler.unscale_(optimizer)
+        if not scaler.is_enabled():  # with fp16, GradScaler skips steps with inf gradients itself
+            grads = [p.grad for p in run.module.parameters() if p.grad is not None]
+            self.guard.check_gradient(
+                torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])),
+                iteration,
+            )
+        scaler.step(optimizer)
+        scaler.update()
+        share = len(positions) / run.step.images_per_batch
+        return {name: value.detach() * share for name, value in losses.items()}
 
 
 def autocast(amp: str, device: torch.device) -> AbstractContextManager:
