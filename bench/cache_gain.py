@@ -51,8 +51,8 @@ def timed_round(
         read_views(batch)
     read = time.perf_counter() - start
 
-    if training.workers is not None:  # the stage's own choice: none when reading memory
-        workers = training.workers
+    if training.in_memory:  # the stage's own choice: no reader process when reading memory
+        workers = 0
     inputs = iter(feed(read_views, batches, workers, training.device))
 
     sgd_step(next(inputs))  # untimed: starts the reader processes, warms up allocators
@@ -82,16 +82,17 @@ def timed_round(
 @click.option("--rounds", default=3, show_default=True)
 @click.option("--workers", default=1, show_default=True, help="DataLoader processes.")
 @click.option(
-    "--features-in-memory",
+    "--in-memory",
     type=click.Choice(["auto", "never"]),
     default="auto",
     show_default=True,
-    help="never: steps 3-4 stream their inputs from disk through the workers.",
+    help="never: every step streams its inputs (images or cached features, and targets) from "
+    "disk through the workers.",
 )
 def main(
-    profile: str, images: int, iterations: int, rounds: int, workers: int, features_in_memory: str
+    profile: str, images: int, iterations: int, rounds: int, workers: int, in_memory: str
 ) -> None:
-    params = profile_params(profile, images, features_in_memory=features_in_memory)
+    params = profile_params(profile, images, in_memory=in_memory)
     with tempfile.TemporaryDirectory() as folder, inside(Path(folder)):
         click.echo(f"building a {profile} project of {images} train images ...", err=True)
         build_project(Path(folder), params, until=layout.STEP4_PROPOSAL_TARGETS.name)
@@ -115,7 +116,7 @@ def main(
     click.echo(
         f"profile {profile}, device {next(iter(trainings.values())).device}, {rounds} rounds x "
         f"{iterations} iterations; medians, ms per image (readers: DataLoader processes; 0 where "
-        "a step keeps its inputs in memory, train.features_in_memory):"
+        "a step keeps its inputs in memory, train.images_in_memory and features_in_memory):"
     )
     click.echo(
         "| step | images/iteration | readers | iteration | read (in process) | wait (fed) "

@@ -43,7 +43,7 @@ def profile_params(
     device: str = "cpu",
     amp: str = "fp32",
     channels_last: bool = False,
-    features_in_memory: str = "auto",
+    in_memory: str = "auto",
 ) -> Params:
     """params.yaml with `profile`'s changes, `images` train images (and half as many test
     images), one iteration per training step, on `device`."""
@@ -54,7 +54,8 @@ def profile_params(
         "device": device,
         "amp": amp,
         "channels_last": channels_last,
-        "features_in_memory": features_in_memory,
+        "images_in_memory": in_memory,
+        "features_in_memory": in_memory,
         **{s: {**raw["train"][s], "iterations": 1, "lr_steps": [], "warmup": 0} for s in STEPS},
     }
     for section, values in changes.items():

@@ -217,6 +217,8 @@ class TrainParams:
     workers: int = _non_negative_int()  # DataLoader processes reading ahead (0: none)
     # Steps 3-4 read the feature cache and their targets from memory: always | auto | never.
     features_in_memory: Literal["always", "auto", "never"]
+    # Pretraining and steps 1-2 read the prepared images from memory: always | auto | never.
+    images_in_memory: Literal["always", "auto", "never"]
     momentum: float = _checked(lambda v: 0 <= v < 1, "a number in [0, 1)")
     weight_decay: float = _checked(lambda v: v >= 0, "a number >= 0")
     checkpoint_every: int = _positive_int()

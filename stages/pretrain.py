@@ -45,6 +45,7 @@ def training(params: Params) -> StageTraining:
         },
         inputs={PREPARE.name: prepared.fingerprint},
         device=device,
+        in_memory=prepared.keep_images_in_memory(params.train.images_in_memory),
     )
 
 

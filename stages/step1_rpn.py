@@ -46,6 +46,7 @@ def training(params: Params) -> StageTraining:
         },
         inputs={ANCHOR_TARGETS.name: targets.fingerprint, PRETRAIN.name: pretrained},
         device=device,
+        in_memory=prepared.keep_images_in_memory(params.train.images_in_memory),
     )
 
 

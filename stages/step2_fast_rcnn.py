@@ -38,6 +38,7 @@ def training(params: Params) -> StageTraining:
         sections={**backbone_sections(params), "roi": to_dict(params.roi)},
         inputs={STEP1_PROPOSAL_TARGETS.name: targets.fingerprint, PRETRAIN.name: pretrained},
         device=device,
+        in_memory=prepared.keep_images_in_memory(params.train.images_in_memory),
     )
 
 

@@ -57,7 +57,7 @@ def training(params: Params) -> StageTraining:
         sections={"rpn": to_dict(params.rpn), "anchors": to_dict(params.anchors)},
         inputs={STEP3_FEATURES.name: cache.fingerprint, ANCHOR_TARGETS.name: targets.fingerprint},
         device=device,
-        workers=0 if in_memory else None,  # reading memory needs no process of its own
+        in_memory=in_memory,
     )
 
 

@@ -74,7 +74,7 @@ def training(params: Params) -> StageTraining:
             STEP2_FAST_RCNN.name: detector["fingerprint"],
         },
         device=device,
-        workers=0 if in_memory else None,  # reading memory needs no process of its own
+        in_memory=in_memory,
     )
 
 

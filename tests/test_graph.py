@@ -96,6 +96,7 @@ def test_checkpoint_and_log_frequency_how_inputs_are_read_and_process_count_dirt
     params["train"]["log_every"] += 1
     params["train"]["workers"] += 1
     params["train"]["features_in_memory"] = "never"
+    params["train"]["images_in_memory"] = "never"
     params["dist"].update(nproc_per_node=8, backend="nccl")
     path.write_text(yaml.safe_dump(params))
     try:

@@ -15,12 +15,13 @@ from torch.utils.data import DataLoader
 
 from bench.project import inside
 from pipeline import layout
+from pipeline.artifacts import store as store_module
 from pipeline.artifacts.anchor_targets import AnchorTargets
 from pipeline.artifacts.prepared import PreparedDataset
 from pipeline.data.feeding import _Batches
 from pipeline.data.records import TRAIN
 from pipeline.data.views import ViewImages, ViewSet
-from pipeline.errors import ArtifactError
+from pipeline.errors import ArtifactError, ParamError
 from pipeline.model.rpn import build_rpn
 from pipeline.training.backbone_features import BackboneFeatures, initial_backbone
 from pipeline.training.loop import TrainingDiverged, TrainingRun, batch_at, lr_at, train
@@ -296,3 +297,21 @@ def test_readers_ahead_change_nothing(tiny_data, tmp_path):
         runs[workers] = (run, train(run, CPU))
     assert runs[0][1] == runs[2][1]  # the loss log
     assert_same_state(state_of(runs[0][0].module), state_of(runs[2][0].module))
+
+
+def test_images_held_in_memory_read_as_from_disk(tiny_data, monkeypatch):
+    root, _ = tiny_data
+    with inside(root):
+        on_disk, in_memory = (PreparedDataset(layout.PREPARE.out) for _ in range(2))
+        targets = AnchorTargets(layout.ANCHOR_TARGETS.out)
+    assert not on_disk.keep_images_in_memory("never")
+    assert in_memory.keep_images_in_memory("auto")
+    assert isinstance(in_memory.images, np.ndarray)
+    mirrored = len(targets.views) - 1  # with augment.flip, the last view is a mirrored one
+    assert targets.views[mirrored, 1] == 1
+    for batch in ([0, mirrored], [3]):
+        disk = ViewImages(ViewSet(on_disk, targets.views))(batch)
+        assert torch.equal(disk, ViewImages(ViewSet(in_memory, targets.views))(batch))
+    monkeypatch.setattr(store_module, "memory_budget", lambda: 1000)
+    with pytest.raises(ParamError, match="'train.images_in_memory' is 'always' but"):
+        on_disk.keep_images_in_memory("always")

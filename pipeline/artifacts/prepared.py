@@ -24,6 +24,7 @@ from pipeline.artifacts.store import (
     ArtifactWriter,
     Provenance,
     ReopensInWorkers,
+    keep_in_memory,
     offsets_from_counts,
     open_artifact,
     ragged_rows,
@@ -104,13 +105,15 @@ class PreparedDataset(ReopensInWorkers):
         self._boxes = self.group["boxes"][...]
         self._labels = self.group["labels"][...]
         self._difficult = self.group["difficult"][...]
+        self.images: CheckedArray | np.ndarray = self.group["images"]  # [N, H, W, 3] uint8
 
     def __len__(self) -> int:
         return len(self.image_ids)
 
-    @property
-    def images(self) -> CheckedArray:
-        return self.group["images"]
+    def keep_images_in_memory(self, choice: str) -> bool:
+        """Read every image into memory once when `train.images_in_memory` allows it, so that
+        a training stage decodes each image once rather than once per iteration that uses it."""
+        return keep_in_memory(choice, "train.images_in_memory", [(self, "images")])
 
     def boxes(self, i: int) -> torch.Tensor:
         return torch.from_numpy(self._boxes[ragged_rows(self._offsets, i)])

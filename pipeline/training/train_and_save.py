@@ -23,7 +23,13 @@ from pipeline.training.loop import LossFn, TrainingRun, publish_log, train
 
 # How often a run checkpoints and logs, and how and by how many processes its inputs are read,
 # change none of its results, so none is provenance.
-NOT_PROVENANCE = {"checkpoint_every", "log_every", "workers", "features_in_memory"}
+NOT_PROVENANCE = {
+    "checkpoint_every",
+    "log_every",
+    "workers",
+    "features_in_memory",
+    "images_in_memory",
+}
 
 
 def seeded_init(params: Params, stage: Stage) -> None:
@@ -46,7 +52,7 @@ class StageTraining:
     sections: dict[str, Any]
     inputs: dict[str, str]
     device: torch.device
-    workers: int | None = None  # reader processes; None: `train.workers`
+    in_memory: bool = False  # `read` reads memory: it needs no reader process of its own
 
 
 def train_and_save(training: StageTraining, params: Params) -> dict[str, float]:
@@ -77,7 +83,7 @@ def train_and_save(training: StageTraining, params: Params) -> dict[str, float]:
         work,
         provenance.fingerprint,
         lr_key=f"train.{step}.lr",
-        workers=params.train.workers if training.workers is None else training.workers,
+        workers=0 if training.in_memory else params.train.workers,
     )
     history = train(run, device)
     if not distributed.is_main():  # rank 0 alone writes the stage's output
