@@ -32,6 +32,9 @@ def training(params: Params) -> StageTraining:
     seeded_init(params, STEP1_RPN)
     rpn = build_rpn(params.anchors, params.rpn, backbone.out_channels)
     features = BackboneFeatures(backbone, device, params.train.channels_last)
+    # Its targets still stream from disk, so `train.workers` readers keep their use; forked,
+    # they share the images in memory.
+    prepared.keep_images_in_memory(params.train.images_in_memory)
     return StageTraining(
         STEP1_RPN,
         "step1",
@@ -46,7 +49,6 @@ def training(params: Params) -> StageTraining:
         },
         inputs={ANCHOR_TARGETS.name: targets.fingerprint, PRETRAIN.name: pretrained},
         device=device,
-        in_memory=prepared.keep_images_in_memory(params.train.images_in_memory),
     )
 
 

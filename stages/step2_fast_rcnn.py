@@ -28,6 +28,9 @@ def training(params: Params) -> StageTraining:
         params.backbone, params.roi, backbone.out_channels, len(prepared.classes), backbone.stride
     )
     features = BackboneFeatures(backbone, device, params.train.channels_last)
+    # Its targets still stream from disk, so `train.workers` readers keep their use; forked,
+    # they share the images in memory.
+    prepared.keep_images_in_memory(params.train.images_in_memory)
     return StageTraining(
         STEP2_FAST_RCNN,
         "step2",
@@ -38,7 +41,6 @@ def training(params: Params) -> StageTraining:
         sections={**backbone_sections(params), "roi": to_dict(params.roi)},
         inputs={STEP1_PROPOSAL_TARGETS.name: targets.fingerprint, PRETRAIN.name: pretrained},
         device=device,
-        in_memory=prepared.keep_images_in_memory(params.train.images_in_memory),
     )
 
 
