@@ -2,6 +2,7 @@
 never touch the backbone, and every stage is deterministic."""
 
 import dataclasses
+import importlib
 import json
 import shutil
 
@@ -152,6 +153,21 @@ def test_features_in_memory_read_the_same_and_always_is_refused_past_the_memory_
         with pytest.raises(ParamError, match="'train.features_in_memory' is 'always' but"):
             keep_in_memory("always", key, [(on_disk, "features")])
         assert not isinstance(on_disk.features, np.ndarray)
+
+
+def test_image_stages_hold_the_images_in_memory_and_keep_readers_for_what_streams(
+    tiny_pipeline,
+):
+    root, p = tiny_pipeline
+    with inside(root):
+        pretrain, step1, step2 = (
+            importlib.import_module(f"stages.{stage.name}").training(p)
+            for stage in (layout.PRETRAIN, layout.STEP1_RPN, layout.STEP2_FAST_RCNN)
+        )
+    for images in (pretrain.read.views, step1.read.features.views, step2.read.features.views):
+        assert isinstance(images.prepared.images, np.ndarray)
+    assert pretrain.in_memory  # images are all it reads: no reader process
+    assert not step1.in_memory and not step2.in_memory  # their targets stream from Zarr
 
 
 def test_steps_3_and_4_never_build_or_run_a_backbone(tiny_pipeline, monkeypatch):
