@@ -152,6 +152,7 @@ class PretrainParams:
     background_crops: int = _positive_int()
     background_iou: float = _positive_fraction()
     jitter: float = _checked(lambda v: 0 <= v < 0.5, "a number in [0, 0.5)")
+    zoom_out: float = _checked(lambda v: 1 <= v <= 8, "a number in [1, 8]")
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ def test_repo_params_load_into_typed_sections(params):
         ("pretrain", "crop_size", 40, "'pretrain.crop_size' is 40; allowed: a multiple of 16"),
         ("pretrain", "stride", 32, "'pretrain.stride' is 32; allowed: 8 or 16, the feature"),
         ("pretrain", "background_crops", 0, "'pretrain.background_crops' is 0; allowed"),
+        ("pretrain", "zoom_out", 0.5, "'pretrain.zoom_out' is 0.5; allowed: a number in [1, 8]"),
         ("anchor_targets", "bg_iou", 0.8, "'anchor_targets.bg_iou' is 0.8; allowed: <= "
          "anchor_targets.fg_iou (0.7)"),
         ("data", "source", "imagenet", "'data.source' is 'imagenet' (str); allowed: synthetic | "

@@ -12,7 +12,7 @@ from torchvision.ops import box_iou
 from bench.project import inside
 from pipeline import layout
 from pipeline.artifacts.model_files import load_model
-from pipeline.model.crops import background_boxes, crop_images, jitter_boxes
+from pipeline.model.crops import background_boxes, crop_images, jitter_boxes, zoom_out_boxes
 from pipeline.training.backbone_features import initial_backbone
 from tests.conftest import stage_function, tiny_params, vgg16_weights_file
 
@@ -48,6 +48,34 @@ def test_jittered_boxes_stay_close_to_their_object():
     assert not torch.equal(jittered, box.expand(200, 4))
     assert (box_iou(jittered, box) > 0.6).all()
     assert torch.equal(jitter_boxes(box, 0.0, torch.Generator()), box)
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    st.lists(st.tuples(st.floats(0, 300), st.floats(0, 300), st.floats(1, 200), st.floats(1, 200)),
+             min_size=1, max_size=8),
+    st.floats(1, 8),
+    st.integers(0, 2**31),
+)  # fmt: skip
+def test_zoomed_out_boxes_hold_their_object_at_its_centre(objects, max_factor, seed):
+    boxes = torch.tensor([[x, y, x + w, y + h] for x, y, w, h in objects])
+    zoomed = zoom_out_boxes(boxes, max_factor, torch.Generator().manual_seed(seed))
+    size, zoomed_size = boxes[:, 2:] - boxes[:, :2], zoomed[:, 2:] - zoomed[:, :2]
+    factor = zoomed_size / size
+    assert torch.allclose(factor[:, 0], factor[:, 1], rtol=1e-4)  # the aspect ratio is kept
+    assert (factor >= 1 - 1e-4).all() and (factor <= max_factor * (1 + 1e-4)).all()
+    centre = (boxes[:, :2] + boxes[:, 2:]) / 2
+    assert torch.allclose((zoomed[:, :2] + zoomed[:, 2:]) / 2, centre, atol=1e-3)
+
+
+def test_zoom_out_factors_spread_over_their_range():
+    box = torch.tensor([[0.0, 0.0, 10.0, 10.0]]).expand(2000, 4)
+    zoomed = zoom_out_boxes(box, 4.0, torch.Generator().manual_seed(0))
+    factor = ((zoomed[:, 2] - zoomed[:, 0]) / 10).sort().values
+    # log-uniform in [1, 4]: the median is 2, a quarter of the draws fall below sqrt(2)
+    assert abs(factor[1000].item() - 2.0) < 0.1
+    assert abs(factor[500].item() - 2**0.5) < 0.1
+    assert factor[0] >= 1 and factor[-1] <= 4
 
 
 def test_crops_resample_the_box_region():

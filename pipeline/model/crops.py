@@ -21,6 +21,16 @@ def jitter_boxes(boxes: Tensor, jitter: float, generator: torch.Generator) -> Te
     return torch.cat((centre - half, centre + half), dim=1)
 
 
+def zoom_out_boxes(boxes: Tensor, max_factor: float, generator: torch.Generator) -> Tensor:
+    """Each box widened about its centre by a factor log-uniform in [1, `max_factor`]: resampled
+    to a fixed crop, its object then appears smaller and amid its surroundings, as small objects
+    do in the detector's views (a crop of the object alone shows every object crop-sized)."""
+    factor = torch.exp(torch.rand(len(boxes), 1, generator=generator) * math.log(max_factor))
+    centre = (boxes[:, :2] + boxes[:, 2:]) / 2
+    half = (boxes[:, 2:] - boxes[:, :2]) * factor / 2
+    return torch.cat((centre - half, centre + half), dim=1)
+
+
 def background_boxes(
     image_size: tuple[int, int],
     gt_boxes: Tensor,

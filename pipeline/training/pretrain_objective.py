@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from pipeline.config import PretrainParams
 from pipeline.data.views import ViewSet, batch_images
 from pipeline.model.backbones import Backbone
-from pipeline.model.crops import background_boxes, crop_images, jitter_boxes
+from pipeline.model.crops import background_boxes, crop_images, jitter_boxes, zoom_out_boxes
 from pipeline.model.losses import mean_over_views
 
 ViewObjects = tuple[tuple[int, int], Tensor, Tensor]  # (height, width), boxes, classes
@@ -30,8 +30,9 @@ class ObjectBatch:
 
 
 class CropClassification:
-    """Cross-entropy over every object of each view, jittered, and `background_crops`
-    background crops per view; the crops of all views go through the backbone at once."""
+    """Cross-entropy over every object of each view, jittered and zoomed out, and
+    `background_crops` background crops per view; the crops of all views go through the
+    backbone at once."""
 
     def __init__(
         self,
@@ -59,7 +60,10 @@ class CropClassification:
                 min_side=self.backbone.stride,
                 generator=generator,
             )
-            boxes = torch.cat((jitter_boxes(gt, self.params.jitter, generator), background))
+            objects = jitter_boxes(gt, self.params.jitter, generator)
+            if self.params.zoom_out > 1:
+                objects = zoom_out_boxes(objects, self.params.zoom_out, generator)
+            boxes = torch.cat((objects, background))
             crops.append(crop_images(image, [boxes], self.params.crop_size))
             labels.append(torch.cat((classes.long(), torch.zeros(len(background)).long())))
         logits = self.classifier(self.backbone(torch.cat(crops).to(self.device)).mean(dim=(2, 3)))
