@@ -38,7 +38,7 @@ def test_repo_params_load_into_typed_sections(params):
         ("pretrain", "background_crops", 0, "'pretrain.background_crops' is 0; allowed"),
         ("pretrain", "zoom_out", 0.5, "'pretrain.zoom_out' is 0.5; allowed: a number in [1, 8]"),
         ("anchor_targets", "bg_iou", 0.8, "'anchor_targets.bg_iou' is 0.8; allowed: <= "
-         "anchor_targets.fg_iou (0.7)"),
+         "anchor_targets.fg_iou (0.5)"),
         ("data", "source", "imagenet", "'data.source' is 'imagenet' (str); allowed: synthetic | "
          "voc | coco"),
         ("data", "min_size", 900, "'data.min_size' is 900; allowed: <= data.max_size (384)"),
