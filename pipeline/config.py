@@ -250,6 +250,9 @@ class DetectParams:
     score_thresh: float = _fraction()
     nms_iou: float = _fraction()
     max_detections: int = _positive_int()
+    box_vote_iou: float | None = _checked(
+        lambda v: v is None or 0.0 < v <= 1.0, "null or a number in (0, 1]"
+    )
 
 
 @dataclass(frozen=True)

@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import torch
@@ -5,7 +6,9 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from torchvision.models.detection._utils import BoxCoder
 
-from pipeline.model.boxes import MAX_LOG_SCALE, decode, encode, inside_image
+from pipeline.config import DetectParams
+from pipeline.model.boxes import MAX_LOG_SCALE, decode, encode, inside_image, vote
+from pipeline.model.faster_rcnn import detections
 
 coordinate = st.floats(0, 500, allow_nan=False, allow_subnormal=False)
 extent = st.floats(1, 300, allow_nan=False, allow_subnormal=False)
@@ -60,3 +63,63 @@ def test_box_coding_agrees_with_torchvision_box_coder():
         rtol=1e-5,
         atol=1e-3,
     )
+
+
+def test_vote_weighs_the_overlapping_boxes_of_the_same_class_by_score():
+    boxes = torch.tensor(
+        [
+            [0.0, 0.0, 100.0, 100.0],  # kept
+            [4.0, 0.0, 104.0, 100.0],  # IoU 0.92 with it, same class: votes
+            [2.0, 2.0, 102.0, 102.0],  # overlaps as much but another class: does not
+            [50.0, 0.0, 150.0, 100.0],  # same class, IoU 0.33: does not
+        ]
+    )
+    scores = torch.tensor([0.75, 0.25, 0.9, 0.9])
+    labels = torch.tensor([1, 1, 2, 1])
+    voted = vote(boxes, scores, labels, torch.tensor([0]), iou=0.8)
+    torch.testing.assert_close(voted, torch.tensor([[1.0, 0.0, 101.0, 100.0]]))
+
+
+def test_vote_leaves_a_lone_box_and_handles_no_detections():
+    boxes = torch.tensor([[10.0, 10.0, 20.0, 30.0], [200.0, 0.0, 220.0, 5.0]])
+    scores, labels = torch.tensor([0.9, 0.8]), torch.tensor([3, 3])
+    voted = vote(boxes, scores, labels, torch.tensor([1, 0]), 0.5)
+    torch.testing.assert_close(voted, boxes[[1, 0]])
+    assert vote(boxes, scores, labels, torch.tensor([], dtype=torch.long), 0.5).shape == (0, 4)
+
+
+box = st.tuples(coordinate, coordinate, extent, extent)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(box, st.floats(0.01, 1), st.integers(1, 2)), min_size=1, max_size=8),
+       st.floats(0.05, 1.0))  # fmt: skip
+def test_voted_boxes_lie_within_their_voters(detections, iou):
+    boxes = torch.tensor([[x, y, x + w, y + h] for (x, y, w, h), _, _ in detections])
+    scores = torch.tensor([s for _, s, _ in detections])
+    labels = torch.tensor([c for _, _, c in detections])
+    keep = torch.arange(len(boxes))
+    voted = vote(boxes, scores, labels, keep, iou)
+    assert torch.isfinite(voted).all()
+    for k in keep:
+        same = labels == labels[k]
+        assert (voted[k] >= boxes[same].min(dim=0).values - 1e-3).all()
+        assert (voted[k] <= boxes[same].max(dim=0).values + 1e-3).all()
+    # at IoU 1 only a box itself (or an exact copy of it) votes
+    alone = vote(boxes, scores, labels, keep, 1.0)
+    torch.testing.assert_close(alone, boxes)
+
+
+def test_detections_vote_only_when_asked():
+    proposals = torch.tensor([[0.0, 0.0, 100.0, 100.0], [4.0, 0.0, 104.0, 100.0]])
+    logits = torch.tensor([[0.0, 3.0], [0.0, 1.0]])  # background, one class
+    deltas = torch.zeros(2, 2, 4)
+    paper = DetectParams(score_thresh=0.05, nms_iou=0.3, max_detections=100, box_vote_iou=None)
+    boxes, scores, labels = detections(proposals, logits, deltas, (200, 200), (1, 1, 1, 1), paper)
+    torch.testing.assert_close(boxes, proposals[:1])
+    assert labels.tolist() == [1]
+    voting = dataclasses.replace(paper, box_vote_iou=0.8)
+    voted, voted_scores, _ = detections(proposals, logits, deltas, (200, 200), (1, 1, 1, 1), voting)
+    p = torch.softmax(logits, dim=1)[:, 1]
+    torch.testing.assert_close(voted[0, 0], 4 * p[1] / p.sum())
+    torch.testing.assert_close(voted_scores, scores)

@@ -17,6 +17,7 @@ def test_repo_params_load_into_typed_sections(params):
     assert isinstance(params.anchors.scales[0], float)
     assert params.anchors.num_anchors == 15
     assert params.data.classes is None
+    assert params.detect.box_vote_iou == 0.8
 
 
 @pytest.mark.parametrize(
@@ -44,6 +45,8 @@ def test_repo_params_load_into_typed_sections(params):
         ("data", "min_size", 900, "'data.min_size' is 900; allowed: <= data.max_size (384)"),
         ("data", "classes", ["a", "a"], "'data.classes' is ['a', 'a']; allowed: null or a "
          "non-empty list of distinct"),
+        ("detect", "box_vote_iou", 0, "'detect.box_vote_iou' is 0; allowed: null or a number "
+         "in (0, 1]"),
         ("store", "shard_size", True, "'store.shard_size' is True; expected an integer"),
         ("synthetic", "max_side", 100, "'synthetic.max_side' is 100; allowed: >= "
          "synthetic.min_side (240)"),

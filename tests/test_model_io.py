@@ -7,7 +7,9 @@ from click.testing import CliRunner
 from pipeline.artifacts.model_files import content_digest, load_model, save_model
 from pipeline.artifacts.store import Provenance
 from pipeline.cli.main import main
+from pipeline.config import to_dict
 from pipeline.errors import ArtifactError
+from pipeline.model.faster_rcnn import DetectorConfig
 from tests.test_backbones import Exploit
 
 PROVENANCE = Provenance("step1_rpn", params={"rpn": {"channels": 8}}, inputs={"x": "abc"})
@@ -91,3 +93,16 @@ def test_verify_checks_model_files_too(tmp_path):
     result = CliRunner().invoke(main, ["verify", str(path)])
     assert result.exit_code == 1
     assert f"error: {path}: damaged, its content does not match" in result.output
+
+
+def test_a_detector_config_from_before_box_voting_detects_as_it_did(params):
+    saved = to_dict(
+        DetectorConfig(
+            params.backbone, params.anchors, params.rpn, params.proposals, params.roi,
+            params.detect, ("a",), params.data.min_size, params.data.max_size,
+        )
+    )  # fmt: skip
+    del saved["detect"]["box_vote_iou"]
+    assert DetectorConfig.from_dict(saved).detect.box_vote_iou is None
+    saved["detect"]["box_vote_iou"] = 0.7
+    assert DetectorConfig.from_dict(saved).detect.box_vote_iou == 0.7

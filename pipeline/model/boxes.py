@@ -10,6 +10,7 @@ import math
 
 import torch
 from torch import Tensor
+from torchvision.ops import box_iou
 
 # exp() of a larger delta would blow a box past any image; the cap py-faster-rcnn and
 # torchvision use.
@@ -55,3 +56,14 @@ def inside_image(boxes: Tensor, height: int, width: int, border: float = 0) -> T
         & (boxes[..., 2] <= width + border)
         & (boxes[..., 3] <= height + border)
     )
+
+
+def vote(boxes: Tensor, scores: Tensor, labels: Tensor, keep: Tensor, iou: float) -> Tensor:
+    """Box voting (Gidaris & Komodakis, 2015): the box of each kept detection `keep` (indices
+    into `boxes`) becomes the score-weighted mean of the boxes of its class that overlap it by
+    at least `iou`, itself included. NMS keeps one box of a cluster and throws away what the
+    others say about where the object is; their mean localises it more tightly."""
+    overlapping = box_iou(boxes[keep], boxes) >= iou
+    overlapping[torch.arange(len(keep)), keep] = True  # also at iou 1, where rounding may differ
+    weights = (overlapping & (labels[keep, None] == labels[None, :])) * scores[None, :]
+    return weights @ boxes / weights.sum(dim=1, keepdim=True)

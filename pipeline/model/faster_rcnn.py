@@ -27,7 +27,7 @@ from pipeline.config import (
 )
 from pipeline.data.images import normalise, resize_scale, resized_shape
 from pipeline.model.backbones import Backbone, build_backbone
-from pipeline.model.boxes import decode
+from pipeline.model.boxes import decode, vote
 from pipeline.model.roi_head import FastRCNNHead, build_head, rois_with_batch_index
 from pipeline.model.rpn import RPNHead, build_rpn, view_proposals
 
@@ -40,7 +40,8 @@ def detections(
     stds: tuple[float, ...],
     params: DetectParams,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Boxes, scores and labels (1..C) of one image: per-class decode, threshold, NMS."""
+    """Boxes, scores and labels (1..C) of one image: per-class decode, threshold, NMS, and
+    box voting when `params.box_vote_iou` is set."""
     scores = torch.softmax(class_logits.float(), dim=1)[:, 1:]
     num_classes = scores.shape[1]
     boxes = decode(
@@ -54,7 +55,10 @@ def detections(
     )
     boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
     keep = batched_nms(boxes, scores, labels, params.nms_iou)[: params.max_detections]
-    return boxes[keep], scores[keep], labels[keep]
+    kept_boxes = boxes[keep]
+    if params.box_vote_iou is not None:
+        kept_boxes = vote(boxes, scores, labels, keep, params.box_vote_iou)
+    return kept_boxes, scores[keep], labels[keep]
 
 
 @dataclass(frozen=True)
@@ -84,7 +88,8 @@ class DetectorConfig:
             rpn=RPNParams(**raw["rpn"]),
             proposals=ProposalParams(**raw["proposals"]),
             roi=RoIParams(**tupled(raw["roi"])),
-            detect=DetectParams(**raw["detect"]),
+            # files exported before box voting existed detect as they did then
+            detect=DetectParams(**{"box_vote_iou": None, **raw["detect"]}),
             classes=tuple(raw["classes"]),
             min_size=raw["min_size"],
             max_size=raw["max_size"],
