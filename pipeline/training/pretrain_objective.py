@@ -61,6 +61,7 @@ class CropClassification:
                 generator=generator,
             )
             objects = jitter_boxes(gt, self.params.jitter, generator)
+            # at 1 nothing is drawn: the crops, and the run, stay those of pretraining without zoom
             if self.params.zoom_out > 1:
                 objects = zoom_out_boxes(objects, self.params.zoom_out, generator)
             boxes = torch.cat((objects, background))
