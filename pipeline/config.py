@@ -253,6 +253,7 @@ class DetectParams:
     box_vote_iou: float | None = _checked(
         lambda v: v is None or 0.0 < v <= 1.0, "null or a number in (0, 1]"
     )
+    refine_boxes: bool
 
 
 @dataclass(frozen=True)

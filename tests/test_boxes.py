@@ -7,8 +7,9 @@ from hypothesis import strategies as st
 from torchvision.models.detection._utils import BoxCoder
 
 from pipeline.config import DetectParams
+from pipeline.data.records import BACKGROUND_CLASS
 from pipeline.model.boxes import MAX_LOG_SCALE, decode, encode, inside_image, vote
-from pipeline.model.faster_rcnn import detections
+from pipeline.model.faster_rcnn import DetectorConfig, FasterRCNN, detections
 
 coordinate = st.floats(0, 500, allow_nan=False, allow_subnormal=False)
 extent = st.floats(1, 300, allow_nan=False, allow_subnormal=False)
@@ -114,7 +115,7 @@ def test_detections_vote_only_when_asked():
     proposals = torch.tensor([[0.0, 0.0, 100.0, 100.0], [4.0, 0.0, 104.0, 100.0]])
     logits = torch.tensor([[0.0, 3.0], [0.0, 1.0]])  # background, one class
     deltas = torch.zeros(2, 2, 4)
-    paper = DetectParams(score_thresh=0.05, nms_iou=0.3, max_detections=100, box_vote_iou=None)
+    paper = DetectParams(0.05, 0.3, 100, box_vote_iou=None, refine_boxes=False)
     boxes, scores, labels = detections(proposals, logits, deltas, (200, 200), (1, 1, 1, 1), paper)
     torch.testing.assert_close(boxes, proposals[:1])
     assert labels.tolist() == [1]
@@ -123,3 +124,28 @@ def test_detections_vote_only_when_asked():
     p = torch.softmax(logits, dim=1)[:, 1]
     torch.testing.assert_close(voted[0, 0], 4 * p[1] / p.sum())
     torch.testing.assert_close(voted_scores, scores)
+
+
+def test_refined_moves_each_box_by_its_class_regression_and_averages_the_scores(params):
+    config = DetectorConfig(
+        params.backbone, params.anchors, params.rpn, params.proposals, params.roi,
+        params.detect, (BACKGROUND_CLASS, "a", "b"), params.data.min_size, params.data.max_size,
+    )  # fmt: skip
+    model = FasterRCNN.from_config(config).eval()
+    head = model.head
+    with torch.no_grad():  # outputs that do not depend on the pooled features
+        head.class_logits.weight.zero_()
+        head.class_logits.bias.copy_(torch.tensor([0.0, 1.0, 2.0]))
+        head.box_deltas.weight.zero_()
+        head.box_deltas.bias.copy_(torch.tensor([0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0.5, 0.5]))
+    features = torch.randn(1, model.backbone.out_channels, 20, 20)
+    boxes = torch.tensor([[10.0, 10.0, 50.0, 30.0], [20.0, 20.0, 60.0, 100.0]])
+    scores, labels = torch.tensor([0.9, 0.5]), torch.tensor([1, 2])
+    moved, rescored = model.refined(features, boxes, scores, labels, (160, 160))
+    p = torch.softmax(torch.tensor([0.0, 1.0, 2.0]), dim=0)
+    torch.testing.assert_close(rescored, (scores + p[[1, 2]]) / 2)
+    stds = params.roi.box_stds
+    shifted = boxes[0] + torch.tensor([40 * stds[0], 0, 40 * stds[0], 0])  # tx 1 on a 40-wide box
+    torch.testing.assert_close(moved[0], shifted)
+    grown = decode(boxes[1:], torch.tensor([[0, 0, 0.5, 0.5]]), stds)[0]
+    torch.testing.assert_close(moved[1], grown)

@@ -95,14 +95,16 @@ def test_verify_checks_model_files_too(tmp_path):
     assert f"error: {path}: damaged, its content does not match" in result.output
 
 
-def test_a_detector_config_from_before_box_voting_detects_as_it_did(params):
+def test_a_detector_config_from_before_box_voting_and_refinement_detects_as_it_did(params):
     saved = to_dict(
         DetectorConfig(
             params.backbone, params.anchors, params.rpn, params.proposals, params.roi,
             params.detect, ("a",), params.data.min_size, params.data.max_size,
         )
     )  # fmt: skip
-    del saved["detect"]["box_vote_iou"]
-    assert DetectorConfig.from_dict(saved).detect.box_vote_iou is None
-    saved["detect"]["box_vote_iou"] = 0.7
-    assert DetectorConfig.from_dict(saved).detect.box_vote_iou == 0.7
+    del saved["detect"]["box_vote_iou"], saved["detect"]["refine_boxes"]
+    detect = DetectorConfig.from_dict(saved).detect
+    assert (detect.box_vote_iou, detect.refine_boxes) == (None, False)
+    saved["detect"].update(box_vote_iou=0.7, refine_boxes=True)
+    detect = DetectorConfig.from_dict(saved).detect
+    assert (detect.box_vote_iou, detect.refine_boxes) == (0.7, True)
