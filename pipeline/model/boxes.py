@@ -64,6 +64,7 @@ def vote(boxes: Tensor, scores: Tensor, labels: Tensor, keep: Tensor, iou: float
     at least `iou`, itself included. NMS keeps one box of a cluster and throws away what the
     others say about where the object is; their mean localises it more tightly."""
     overlapping = box_iou(boxes[keep], boxes) >= iou
-    overlapping[torch.arange(len(keep)), keep] = True  # also at iou 1, where rounding may differ
+    # a box votes for itself, also at iou 1, where rounding may put its IoU with itself below
+    overlapping[torch.arange(len(keep), device=keep.device), keep] = True
     weights = (overlapping & (labels[keep, None] == labels[None, :])) * scores[None, :]
     return weights @ boxes / weights.sum(dim=1, keepdim=True)
