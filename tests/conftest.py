@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from pipeline.config import Params, load_params, parse_params
+from pipeline.model.faster_rcnn import DetectorConfig
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -65,6 +66,14 @@ def tiny_params() -> Params:
 @pytest.fixture(scope="session")
 def params() -> Params:
     return load_params(REPO / "params.yaml")
+
+
+def detector_config(params: Params, classes: tuple[str, ...]) -> DetectorConfig:
+    """The config `export` would write for `params` and this class list (background first)."""
+    return DetectorConfig(
+        params.backbone, params.anchors, params.rpn, params.proposals, params.roi,
+        params.detect, classes, params.data.min_size, params.data.max_size,
+    )  # fmt: skip
 
 
 @dataclass

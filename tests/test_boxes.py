@@ -9,7 +9,8 @@ from torchvision.models.detection._utils import BoxCoder
 from pipeline.config import DetectParams
 from pipeline.data.records import BACKGROUND_CLASS
 from pipeline.model.boxes import MAX_LOG_SCALE, decode, encode, inside_image, vote
-from pipeline.model.faster_rcnn import DetectorConfig, FasterRCNN, detections
+from pipeline.model.faster_rcnn import FasterRCNN, detections
+from tests.conftest import detector_config
 
 coordinate = st.floats(0, 500, allow_nan=False, allow_subnormal=False)
 extent = st.floats(1, 300, allow_nan=False, allow_subnormal=False)
@@ -127,11 +128,7 @@ def test_detections_vote_only_when_asked():
 
 
 def test_refined_moves_each_box_by_its_class_regression_and_averages_the_scores(params):
-    config = DetectorConfig(
-        params.backbone, params.anchors, params.rpn, params.proposals, params.roi,
-        params.detect, (BACKGROUND_CLASS, "a", "b"), params.data.min_size, params.data.max_size,
-    )  # fmt: skip
-    model = FasterRCNN.from_config(config).eval()
+    model = FasterRCNN.from_config(detector_config(params, (BACKGROUND_CLASS, "a", "b"))).eval()
     head = model.head
     with torch.no_grad():  # outputs that do not depend on the pooled features
         head.class_logits.weight.zero_()

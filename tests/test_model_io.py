@@ -8,8 +8,10 @@ from pipeline.artifacts.model_files import content_digest, load_model, save_mode
 from pipeline.artifacts.store import Provenance
 from pipeline.cli.main import main
 from pipeline.config import to_dict
+from pipeline.data.records import BACKGROUND_CLASS
 from pipeline.errors import ArtifactError
 from pipeline.model.faster_rcnn import DetectorConfig
+from tests.conftest import detector_config
 from tests.test_backbones import Exploit
 
 PROVENANCE = Provenance("step1_rpn", params={"rpn": {"channels": 8}}, inputs={"x": "abc"})
@@ -96,12 +98,7 @@ def test_verify_checks_model_files_too(tmp_path):
 
 
 def test_a_detector_config_from_before_box_voting_and_refinement_detects_as_it_did(params):
-    saved = to_dict(
-        DetectorConfig(
-            params.backbone, params.anchors, params.rpn, params.proposals, params.roi,
-            params.detect, ("a",), params.data.min_size, params.data.max_size,
-        )
-    )  # fmt: skip
+    saved = to_dict(detector_config(params, (BACKGROUND_CLASS, "a")))
     del saved["detect"]["box_vote_iou"], saved["detect"]["refine_boxes"]
     detect = DetectorConfig.from_dict(saved).detect
     assert (detect.box_vote_iou, detect.refine_boxes) == (None, False)
