@@ -254,6 +254,11 @@ class DetectParams:
         lambda v: v is None or 0.0 < v <= 1.0, "null or a number in (0, 1]"
     )
     refine_boxes: bool
+    scales: tuple[float, ...] = _checked(
+        lambda v: len(v) > 0 and all(0.25 <= x <= 4 for x in v),
+        "a non-empty list of numbers in [0.25, 4]",
+    )
+    flip: bool
 
 
 @dataclass(frozen=True)

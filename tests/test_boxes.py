@@ -8,8 +8,16 @@ from torchvision.models.detection._utils import BoxCoder
 
 from pipeline.config import DetectParams
 from pipeline.data.records import BACKGROUND_CLASS
-from pipeline.model.boxes import MAX_LOG_SCALE, decode, encode, inside_image, vote
-from pipeline.model.faster_rcnn import FasterRCNN, detections
+from pipeline.model.boxes import (
+    MAX_LOG_SCALE,
+    decode,
+    encode,
+    flip_boxes,
+    inside_image,
+    resize_boxes,
+    vote,
+)  # fmt: skip
+from pipeline.model.faster_rcnn import AugmentedView, FasterRCNN, class_boxes, post_processed
 from tests.conftest import detector_config
 
 coordinate = st.floats(0, 500, allow_nan=False, allow_subnormal=False)
@@ -115,13 +123,13 @@ def test_voted_boxes_lie_within_their_voters(detections, iou):
 def test_detections_vote_only_when_asked():
     proposals = torch.tensor([[0.0, 0.0, 100.0, 100.0], [4.0, 0.0, 104.0, 100.0]])
     logits = torch.tensor([[0.0, 3.0], [0.0, 1.0]])  # background, one class
-    deltas = torch.zeros(2, 2, 4)
-    paper = DetectParams(0.05, 0.3, 100, box_vote_iou=None, refine_boxes=False)
-    boxes, scores, labels = detections(proposals, logits, deltas, (200, 200), (1, 1, 1, 1), paper)
+    candidates = class_boxes(proposals, logits, torch.zeros(2, 2, 4), (200, 200), (1, 1, 1, 1))
+    paper = DetectParams(0.05, 0.3, 100, None, refine_boxes=False, scales=(1.0,), flip=False)
+    boxes, scores, labels = post_processed(*candidates, paper)
     torch.testing.assert_close(boxes, proposals[:1])
     assert labels.tolist() == [1]
     voting = dataclasses.replace(paper, box_vote_iou=0.8)
-    voted, voted_scores, _ = detections(proposals, logits, deltas, (200, 200), (1, 1, 1, 1), voting)
+    voted, voted_scores, _ = post_processed(*candidates, voting)
     p = torch.softmax(logits, dim=1)[:, 1]
     torch.testing.assert_close(voted[0, 0], 4 * p[1] / p.sum())
     torch.testing.assert_close(voted_scores, scores)
@@ -138,7 +146,8 @@ def test_refined_moves_each_box_by_its_class_regression_and_averages_the_scores(
     features = torch.randn(1, model.backbone.out_channels, 20, 20)
     boxes = torch.tensor([[10.0, 10.0, 50.0, 30.0], [20.0, 20.0, 60.0, 100.0]])
     scores, labels = torch.tensor([0.9, 0.5]), torch.tensor([1, 2])
-    moved, rescored = model.refined(features, boxes, scores, labels, (160, 160))
+    view = AugmentedView(features, (160, 160), (160, 160), flipped=False)
+    moved, rescored = model.refined([view], boxes, scores, labels, (160, 160))
     p = torch.softmax(torch.tensor([0.0, 1.0, 2.0]), dim=0)
     torch.testing.assert_close(rescored, (scores + p[[1, 2]]) / 2)
     stds = params.roi.box_stds
@@ -146,3 +155,25 @@ def test_refined_moves_each_box_by_its_class_regression_and_averages_the_scores(
     torch.testing.assert_close(moved[0], shifted)
     grown = decode(boxes[1:], torch.tensor([[0, 0, 0.5, 0.5]]), stds)[0]
     torch.testing.assert_close(moved[1], grown)
+
+
+@settings(max_examples=100, deadline=None)
+@given(box, st.integers(40, 400), st.integers(40, 400), st.floats(0.25, 4), st.booleans())
+def test_an_augmented_views_boxes_map_back_onto_the_images(b, height, width, factor, flipped):
+    x, y, w, h = b
+    boxes = torch.tensor([[x, y, x + w, y + h]], dtype=torch.float64)
+    size = (max(1, round(height * factor)), max(1, round(width * factor)))
+    view = AugmentedView(torch.zeros(0), size, (height, width), flipped)
+    torch.testing.assert_close(view.to_image(view.from_image(boxes)), boxes)
+    moved = view.from_image(boxes)[0]
+    assert (moved[2:] > moved[:2]).all()  # mirrored boxes keep x1 < x2
+    ratio = size[1] / width
+    torch.testing.assert_close(moved[2] - moved[0], (boxes[0, 2] - boxes[0, 0]) * ratio)
+
+
+def test_flip_and_resize_boxes():
+    boxes = torch.tensor([[10.0, 20.0, 30.0, 60.0]])
+    torch.testing.assert_close(flip_boxes(boxes, 100), torch.tensor([[70.0, 20.0, 90.0, 60.0]]))
+    resized = resize_boxes(boxes, (100, 200), (150, 100))
+    torch.testing.assert_close(resized, torch.tensor([[5.0, 30.0, 15.0, 90.0]]))
+    assert resize_boxes(boxes, (100, 200), (100, 200)) is boxes

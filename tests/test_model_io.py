@@ -97,11 +97,16 @@ def test_verify_checks_model_files_too(tmp_path):
     assert f"error: {path}: damaged, its content does not match" in result.output
 
 
-def test_a_detector_config_from_before_box_voting_and_refinement_detects_as_it_did(params):
+def test_a_detector_config_from_before_the_test_time_keys_detects_as_the_paper(params):
     saved = to_dict(detector_config(params, (BACKGROUND_CLASS, "a")))
-    del saved["detect"]["box_vote_iou"], saved["detect"]["refine_boxes"]
+    for key in ("box_vote_iou", "refine_boxes", "scales", "flip"):
+        del saved["detect"][key]
     detect = DetectorConfig.from_dict(saved).detect
-    assert (detect.box_vote_iou, detect.refine_boxes) == (None, False)
-    saved["detect"].update(box_vote_iou=0.7, refine_boxes=True)
+    assert (detect.box_vote_iou, detect.refine_boxes, detect.scales, detect.flip) == (
+        None, False, (1.0,), False
+    )  # fmt: skip
+    saved["detect"].update(box_vote_iou=0.7, refine_boxes=True, scales=[1.0, 1.5], flip=True)
     detect = DetectorConfig.from_dict(saved).detect
-    assert (detect.box_vote_iou, detect.refine_boxes) == (0.7, True)
+    assert (detect.box_vote_iou, detect.refine_boxes, detect.scales, detect.flip) == (
+        0.7, True, (1.0, 1.5), True
+    )  # fmt: skip

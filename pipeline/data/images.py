@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
@@ -88,11 +89,7 @@ def resized_shape(height: int, width: int, scale: float) -> tuple[int, int]:
 
 def canvas_shape(shapes: list[tuple[int, int]]) -> tuple[int, int]:
     """The smallest canvas that holds every image, padded up to CANVAS_MULTIPLE."""
-
-    def pad(n: int) -> int:
-        return -(-n // CANVAS_MULTIPLE) * CANVAS_MULTIPLE
-
-    return pad(max(h for h, _ in shapes)), pad(max(w for _, w in shapes))
+    return padded(max(h for h, _ in shapes)), padded(max(w for _, w in shapes))
 
 
 def to_canvas(image: Image.Image, shape: tuple[int, int], canvas: tuple[int, int]) -> np.ndarray:
@@ -118,3 +115,23 @@ def normalise(pixels: np.ndarray, height: int, width: int, flipped: bool) -> Ten
     out = torch.zeros(3, padded(height), padded(width))
     out[:, :height, :width] = image.permute(2, 0, 1)
     return out
+
+
+def augmented_view(
+    image: Tensor, size: tuple[int, int], factor: float, flipped: bool
+) -> tuple[Tensor, tuple[int, int]]:
+    """One view of a normalised, padded [3, H', W'] image for test-time augmentation: its
+    `size` (height, width) region resized by `factor` and mirrored if asked, zero-padded up
+    to the next CANVAS_MULTIPLE; and the view's own size. Factor 1 unmirrored is the image."""
+    height, width = size
+    region = image[:, :height, :width]
+    if flipped:
+        region = region.flip(2)
+    if factor != 1.0:
+        size = resized_shape(height, width, factor)
+        region = F.interpolate(
+            region[None], size=size, mode="bilinear", align_corners=False, antialias=True
+        )[0]
+    out = region.new_zeros(3, padded(size[0]), padded(size[1]))
+    out[:, : size[0], : size[1]] = region
+    return out, size

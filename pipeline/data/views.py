@@ -15,13 +15,13 @@ detector's, bit for bit, whatever the size of the dataset's canvas.
 from __future__ import annotations
 
 import numpy as np
-import torch
 from torch import Tensor
 
 from pipeline.artifacts.prepared import PreparedDataset
 from pipeline.data.images import normalise
 from pipeline.data.records import TRAIN
 from pipeline.errors import ArtifactError
+from pipeline.model.boxes import flip_boxes
 
 
 def make_views(split: np.ndarray, flip: bool) -> np.ndarray:
@@ -47,10 +47,6 @@ def view_rows(views: np.ndarray, of: np.ndarray, where: str) -> np.ndarray:
     if missing:
         raise ArtifactError(f"{where}: has no view {missing[0]}; run `dvc repro`")
     return np.array([row[(int(i), int(f))] for i, f in views], dtype=np.int64)
-
-
-def flip_boxes(boxes: Tensor, width: int) -> Tensor:
-    return torch.stack((width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]), 1)
 
 
 class ViewSet:

@@ -48,6 +48,23 @@ def decode(
     return torch.stack((x - 0.5 * w, y - 0.5 * h, x + 0.5 * w, y + 0.5 * h), dim=-1)
 
 
+def flip_boxes(boxes: Tensor, width: int) -> Tensor:
+    """Boxes [..., 4] of an image `width` pixels wide, mirrored left-right."""
+    return torch.stack(
+        (width - boxes[..., 2], boxes[..., 1], width - boxes[..., 0], boxes[..., 3]), dim=-1
+    )
+
+
+def resize_boxes(boxes: Tensor, size: tuple[int, int], new_size: tuple[int, int]) -> Tensor:
+    """Boxes [..., 4] of an image of `size` (height, width), in that image resized to
+    `new_size`; each axis by its own ratio, as rounding the sides makes them differ."""
+    if size == new_size:
+        return boxes
+    (height, width), (new_height, new_width) = size, new_size
+    ratios = (new_width / width, new_height / height) * 2
+    return boxes * boxes.new_tensor(ratios)
+
+
 def inside_image(boxes: Tensor, height: int, width: int, border: float = 0) -> Tensor:
     """Mask of boxes lying within the image, `border` pixels of slack on every side."""
     return (

@@ -8,6 +8,7 @@ module only puts them together behind one `detect_view` call, which `frcnn detec
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,23 +26,22 @@ from pipeline.config import (
     RoIParams,
     RPNParams,
 )
-from pipeline.data.images import normalise, resize_scale, resized_shape
+from pipeline.data.images import augmented_view, normalise, resize_scale, resized_shape
 from pipeline.model.backbones import Backbone, build_backbone
-from pipeline.model.boxes import decode, vote
+from pipeline.model.boxes import decode, flip_boxes, resize_boxes, vote
 from pipeline.model.roi_head import FastRCNNHead, build_head, rois_with_batch_index
 from pipeline.model.rpn import RPNHead, build_rpn, view_proposals
 
 
-def detections(
+def class_boxes(
     proposals: Tensor,
     class_logits: Tensor,
     box_deltas: Tensor,
     image_size: tuple[int, int],
     stds: tuple[float, ...],
-    params: DetectParams,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Boxes, scores and labels (1..C) of one image: per-class decode, threshold, NMS, and
-    box voting when `params.box_vote_iou` is set."""
+    """Every proposal's box, score and label for each class 1..C (the head's per-class
+    regression and softmax), flattened: what post-processing chooses from."""
     scores = torch.softmax(class_logits.float(), dim=1)[:, 1:]
     num_classes = scores.shape[1]
     boxes = decode(
@@ -49,16 +49,45 @@ def detections(
     )
     boxes = clip_boxes_to_image(boxes, image_size)
     labels = torch.arange(1, num_classes + 1, device=boxes.device).expand(len(proposals), -1)
-    boxes, scores, labels = boxes.reshape(-1, 4), scores.reshape(-1), labels.reshape(-1)
+    return boxes.reshape(-1, 4), scores.reshape(-1), labels.reshape(-1)
+
+
+def post_processed(
+    boxes: Tensor, scores: Tensor, labels: Tensor, params: DetectParams
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Detections among `class_boxes`: score threshold, per-class NMS, and box voting when
+    `params.box_vote_iou` is set."""
     keep = (
         (scores > params.score_thresh) & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
     )
     boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
     keep = batched_nms(boxes, scores, labels, params.nms_iou)[: params.max_detections]
-    kept_boxes = boxes[keep]
-    if params.box_vote_iou is not None:
-        kept_boxes = vote(boxes, scores, labels, keep, params.box_vote_iou)
-    return kept_boxes, scores[keep], labels[keep]
+    if params.box_vote_iou is None:
+        return boxes[keep], scores[keep], labels[keep]
+    return vote(boxes, scores, labels, keep, params.box_vote_iou), scores[keep], labels[keep]
+
+
+@dataclass(frozen=True)
+class AugmentedView:
+    """One look at an image at test time, resized and mirrored or not: its features, and its
+    pixels' relation to the image's."""
+
+    features: Tensor
+    size: tuple[int, int]
+    image_size: tuple[int, int]
+    flipped: bool
+
+    def to_image(self, boxes: Tensor) -> Tensor:
+        boxes = flip_boxes(boxes, self.size[1]) if self.flipped else boxes
+        return resize_boxes(boxes, self.size, self.image_size)
+
+    def from_image(self, boxes: Tensor) -> Tensor:
+        boxes = resize_boxes(boxes, self.image_size, self.size)
+        return flip_boxes(boxes, self.size[1]) if self.flipped else boxes
+
+
+# Files exported before these `detect` keys existed detect as they did then: as the paper.
+PAPER_TEST_TIME = {"box_vote_iou": None, "refine_boxes": False, "scales": [1.0], "flip": False}
 
 
 @dataclass(frozen=True)
@@ -88,8 +117,7 @@ class DetectorConfig:
             rpn=RPNParams(**raw["rpn"]),
             proposals=ProposalParams(**raw["proposals"]),
             roi=RoIParams(**tupled(raw["roi"])),
-            # files exported before box voting and refinement detect as they did then
-            detect=DetectParams(**{"box_vote_iou": None, "refine_boxes": False, **raw["detect"]}),
+            detect=DetectParams(**tupled({**PAPER_TEST_TIME, **raw["detect"]})),
             classes=tuple(raw["classes"]),
             min_size=raw["min_size"],
             max_size=raw["max_size"],
@@ -144,23 +172,34 @@ class FasterRCNN(nn.Module):
     def detect_view(
         self, image: Tensor, image_size: tuple[int, int], scale: float
     ) -> dict[str, Tensor]:
-        """Detections on one normalised, padded image, in the original image's pixels."""
-        out = self.forward_view(image, image_size, scale)
-        boxes, scores, labels = detections(
-            out["proposals"],
-            out["class_logits"],
-            out["box_deltas"],
-            image_size,
-            self.config.roi.box_stds,
-            self.config.detect,
+        """Detections on one normalised, padded image, in the original image's pixels. With
+        `detect.scales` and `detect.flip`, the detector looks at the image resized and mirrored
+        too (Fast R-CNN's multi-scale testing), and chooses among every view's boxes at once."""
+        views, candidates = [], []
+        flips = (False, True) if self.config.detect.flip else (False,)
+        for factor, flipped in itertools.product(self.config.detect.scales, flips):
+            pixels, size = augmented_view(image, image_size, factor, flipped)
+            out = self.forward_view(pixels, size, scale * factor)
+            view = AugmentedView(out["features"], size, image_size, flipped)
+            boxes, scores, labels = class_boxes(
+                out["proposals"],
+                out["class_logits"],
+                out["box_deltas"],
+                size,
+                self.config.roi.box_stds,
+            )
+            views.append(view)
+            candidates.append((view.to_image(boxes), scores, labels))
+        boxes, scores, labels = post_processed(
+            *(torch.cat(parts) for parts in zip(*candidates, strict=True)), self.config.detect
         )
         if self.config.detect.refine_boxes and len(boxes) > 0:
-            boxes, scores = self.refined(out["features"], boxes, scores, labels, image_size)
+            boxes, scores = self.refined(views, boxes, scores, labels, image_size)
         return {"boxes": boxes / scale, "scores": scores, "labels": labels}
 
     def refined(
         self,
-        features: Tensor,
+        views: list[AugmentedView],
         boxes: Tensor,
         scores: Tensor,
         labels: Tensor,
@@ -168,13 +207,21 @@ class FasterRCNN(nn.Module):
     ) -> tuple[Tensor, Tensor]:
         """A second round of iterative localisation (Gidaris & Komodakis, 2015): each detection
         pooled again at its box and moved by its class's regression once more, as one step from
-        a loose proposal falls short of the object; its score becomes the mean of the two
-        rounds' scores for its class."""
-        class_logits, box_deltas = self.head(features, rois_with_batch_index([boxes]))
+        a loose proposal falls short of the object; in every view, averaged. Its score becomes
+        the mean of the two rounds' scores for its class."""
         rows = torch.arange(len(boxes), device=boxes.device)
-        again = torch.softmax(class_logits.float(), dim=1)[rows, labels]
-        moved = decode(boxes, box_deltas[rows, labels].float(), tuple(self.config.roi.box_stds))
-        return clip_boxes_to_image(moved, image_size), (scores + again) / 2
+        stds = tuple(self.config.roi.box_stds)
+        moved, again = [], []
+        for view in views:
+            at = view.from_image(boxes)
+            class_logits, box_deltas = self.head(view.features, rois_with_batch_index([at]))
+            again.append(torch.softmax(class_logits.float(), dim=1)[rows, labels])
+            there = clip_boxes_to_image(
+                decode(at, box_deltas[rows, labels].float(), stds), view.size
+            )
+            moved.append(view.to_image(there))
+        moved_boxes = clip_boxes_to_image(torch.stack(moved).mean(0), image_size)
+        return moved_boxes, (scores + torch.stack(again).mean(0)) / 2
 
     @torch.no_grad()
     def detect(self, pixels: np.ndarray) -> dict[str, Tensor]:

@@ -1,0 +1,48 @@
+"""Test-time augmentation: the views the detector looks at, and how their boxes come back."""
+
+import dataclasses
+
+import numpy as np
+import torch
+
+from pipeline.data.images import augmented_view, normalise
+from pipeline.data.records import BACKGROUND_CLASS
+from pipeline.model.faster_rcnn import FasterRCNN
+from tests.conftest import detector_config
+
+
+def test_an_augmented_view_resizes_and_mirrors_the_valid_region_only():
+    pixels = np.zeros((40, 70, 3), dtype=np.uint8)
+    pixels[:, :10] = 255  # a white band on the left
+    image = normalise(pixels, 40, 70, flipped=False)  # padded to 64 x 96
+    same, size = augmented_view(image, (40, 70), 1.0, flipped=False)
+    assert size == (40, 70) and torch.equal(same, image)
+    mirrored, _ = augmented_view(image, (40, 70), 1.0, flipped=True)
+    assert torch.equal(mirrored, normalise(pixels, 40, 70, flipped=True))
+    larger, size = augmented_view(image, (40, 70), 1.5, flipped=True)
+    assert size == (60, 105) and larger.shape == (3, 64, 128)
+    white = image[:, 0, 0]
+    torch.testing.assert_close(larger[:, 30, 100], white)  # the band, now on the right
+    torch.testing.assert_close(larger[:, 30, 10], image[:, 0, 50])
+    assert (larger[:, 60:] == 0).all() and (larger[:, :, 105:] == 0).all()
+
+
+def test_with_flip_a_mirrored_image_gets_the_mirrored_detections(params):
+    config = detector_config(params, (BACKGROUND_CLASS, "a", "b"))
+    config = dataclasses.replace(config, detect=dataclasses.replace(config.detect, flip=True,
+                                                                    scales=(1.0,)))  # fmt: skip
+    torch.manual_seed(0)
+    detector = FasterRCNN.from_config(config).eval()
+    pixels = np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    found = detector.detect(pixels)
+    mirrored = detector.detect(np.ascontiguousarray(pixels[:, ::-1]))
+    assert len(found["boxes"]) > 10
+    # the two looks are the same two images in the other order
+    for key in ("scores", "labels"):
+        torch.testing.assert_close(mirrored[key], found[key])
+    x1, y1, x2, y2 = found["boxes"].unbind(1)
+    expected = torch.stack((160 - x2, y1, 160 - x1, y2), 1)
+    torch.testing.assert_close(mirrored["boxes"], expected, rtol=0, atol=1e-3)  # pixels
+    one_look = dataclasses.replace(config.detect, flip=False)
+    detector.config = dataclasses.replace(config, detect=one_look)
+    assert not torch.allclose(detector.detect(pixels)["scores"][:10], found["scores"][:10])
