@@ -259,6 +259,7 @@ class DetectParams:
         "a non-empty list of numbers in [0.25, 4]",
     )
     flip: bool
+    enlarged_max_box: float | None = _checked(lambda v: v is None or v > 0, "null or a number > 0")
 
 
 @dataclass(frozen=True)

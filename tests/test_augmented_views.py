@@ -4,6 +4,7 @@ import dataclasses
 
 import numpy as np
 import torch
+from torchvision.ops import box_area
 
 from pipeline.data.images import augmented_view, normalise
 from pipeline.data.records import BACKGROUND_CLASS
@@ -46,3 +47,21 @@ def test_with_flip_a_mirrored_image_gets_the_mirrored_detections(params):
     one_look = dataclasses.replace(config.detect, flip=False)
     detector.config = dataclasses.replace(config, detect=one_look)
     assert not torch.allclose(detector.detect(pixels)["scores"][:10], found["scores"][:10])
+
+
+def test_an_enlarged_view_offers_boxes_up_to_the_size_asked(params):
+    config = detector_config(params, (BACKGROUND_CLASS, "a", "b"))
+    torch.manual_seed(0)
+    detector = FasterRCNN.from_config(config).eval()
+    pixels = np.random.default_rng(1).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    scale = 288 / 120  # the resize `detect` applies
+
+    def sides(**detect: object) -> torch.Tensor:
+        detect = dataclasses.replace(config.detect, refine_boxes=False, flip=False, **detect)
+        detector.config = dataclasses.replace(config, detect=detect)
+        return box_area(detector.detect(pixels)["boxes"] * scale).sqrt()
+
+    assert sides(scales=(2.0,), enlarged_max_box=None).max() > 40
+    limited = sides(scales=(2.0,), enlarged_max_box=40)
+    assert len(limited) > 0 and limited.max() <= 40
+    assert sides(scales=(1.0,), enlarged_max_box=10).max() > 40  # the image's own size: any box

@@ -124,7 +124,8 @@ def test_detections_vote_only_when_asked():
     proposals = torch.tensor([[0.0, 0.0, 100.0, 100.0], [4.0, 0.0, 104.0, 100.0]])
     logits = torch.tensor([[0.0, 3.0], [0.0, 1.0]])  # background, one class
     candidates = class_boxes(proposals, logits, torch.zeros(2, 2, 4), (200, 200), (1, 1, 1, 1))
-    paper = DetectParams(0.05, 0.3, 100, None, refine_boxes=False, scales=(1.0,), flip=False)
+    paper = DetectParams(0.05, 0.3, 100, None, False, scales=(1.0,), flip=False,
+                         enlarged_max_box=None)  # fmt: skip
     boxes, scores, labels = post_processed(*candidates, paper)
     torch.testing.assert_close(boxes, proposals[:1])
     assert labels.tolist() == [1]
@@ -135,17 +136,25 @@ def test_detections_vote_only_when_asked():
     torch.testing.assert_close(voted_scores, scores)
 
 
-def test_refined_moves_each_box_by_its_class_regression_and_averages_the_scores(params):
+def constant_head_detector(params):
+    """A detector whose head's outputs do not depend on the pooled features: class logits
+    (0, 1, 2) and, for class 1, a shift right by one box width's std (class 2: grow)."""
     model = FasterRCNN.from_config(detector_config(params, (BACKGROUND_CLASS, "a", "b"))).eval()
     head = model.head
-    with torch.no_grad():  # outputs that do not depend on the pooled features
+    with torch.no_grad():
         head.class_logits.weight.zero_()
         head.class_logits.bias.copy_(torch.tensor([0.0, 1.0, 2.0]))
         head.box_deltas.weight.zero_()
         head.box_deltas.bias.copy_(torch.tensor([0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0.5, 0.5]))
-    features = torch.randn(1, model.backbone.out_channels, 20, 20)
-    boxes = torch.tensor([[10.0, 10.0, 50.0, 30.0], [20.0, 20.0, 60.0, 100.0]])
-    scores, labels = torch.tensor([0.9, 0.5]), torch.tensor([1, 2])
+    return model, torch.randn(1, model.backbone.out_channels, 20, 20)
+
+
+REFINED_BOXES = torch.tensor([[10.0, 10.0, 50.0, 30.0], [20.0, 20.0, 60.0, 100.0]])
+
+
+def test_refined_moves_each_box_by_its_class_regression_and_averages_the_scores(params):
+    model, features = constant_head_detector(params)
+    boxes, scores, labels = REFINED_BOXES, torch.tensor([0.9, 0.5]), torch.tensor([1, 2])
     view = AugmentedView(features, (160, 160), (160, 160), flipped=False)
     moved, rescored = model.refined([view], boxes, scores, labels, (160, 160))
     p = torch.softmax(torch.tensor([0.0, 1.0, 2.0]), dim=0)
@@ -155,6 +164,19 @@ def test_refined_moves_each_box_by_its_class_regression_and_averages_the_scores(
     torch.testing.assert_close(moved[0], shifted)
     grown = decode(boxes[1:], torch.tensor([[0, 0, 0.5, 0.5]]), stds)[0]
     torch.testing.assert_close(moved[1], grown)
+
+
+def test_refined_averages_over_the_views_that_trust_each_box(params):
+    model, features = constant_head_detector(params)
+    boxes, scores, labels = REFINED_BOXES, torch.tensor([0.9, 0.5]), torch.tensor([1, 2])
+    image = AugmentedView(features, (160, 160), (160, 160), flipped=False)
+    # mirrored, and trusted with boxes up to 30 px: the first (40 x 20), not the second (40 x 80)
+    mirrored = AugmentedView(features, (160, 160), (160, 160), flipped=True, max_box=30)
+    moved, _ = model.refined([image, mirrored], boxes, scores, labels, (160, 160))
+    # "right" in the mirrored view is left in the image: the two moves cancel
+    torch.testing.assert_close(moved[0], boxes[0])
+    alone, _ = model.refined([image], boxes, scores, labels, (160, 160))
+    torch.testing.assert_close(moved[1], alone[1])
 
 
 @settings(max_examples=100, deadline=None)

@@ -49,6 +49,8 @@ def test_repo_params_load_into_typed_sections(params):
          "in (0, 1]"),
         ("detect", "scales", [1.0, 8], "'detect.scales' is [1.0, 8]; allowed: a non-empty "
          "list of numbers in [0.25, 4]"),
+        ("detect", "enlarged_max_box", 0, "'detect.enlarged_max_box' is 0; allowed: null or a "
+         "number > 0"),
         ("store", "shard_size", True, "'store.shard_size' is True; expected an integer"),
         ("synthetic", "max_side", 100, "'synthetic.max_side' is 100; allowed: >= "
          "synthetic.min_side (240)"),

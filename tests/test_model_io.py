@@ -99,14 +99,12 @@ def test_verify_checks_model_files_too(tmp_path):
 
 def test_a_detector_config_from_before_the_test_time_keys_detects_as_the_paper(params):
     saved = to_dict(detector_config(params, (BACKGROUND_CLASS, "a")))
-    for key in ("box_vote_iou", "refine_boxes", "scales", "flip"):
+    keys = ("box_vote_iou", "refine_boxes", "scales", "flip", "enlarged_max_box")
+    for key in keys:
         del saved["detect"][key]
     detect = DetectorConfig.from_dict(saved).detect
-    assert (detect.box_vote_iou, detect.refine_boxes, detect.scales, detect.flip) == (
-        None, False, (1.0,), False
-    )  # fmt: skip
-    saved["detect"].update(box_vote_iou=0.7, refine_boxes=True, scales=[1.0, 1.5], flip=True)
+    assert tuple(getattr(detect, key) for key in keys) == (None, False, (1.0,), False, None)
+    saved["detect"].update(box_vote_iou=0.7, refine_boxes=True, scales=[1.0, 1.5], flip=True,
+                           enlarged_max_box=50)  # fmt: skip
     detect = DetectorConfig.from_dict(saved).detect
-    assert (detect.box_vote_iou, detect.refine_boxes, detect.scales, detect.flip) == (
-        0.7, True, (1.0, 1.5), True
-    )  # fmt: skip
+    assert tuple(getattr(detect, key) for key in keys) == (0.7, True, (1.0, 1.5), True, 50)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor, nn
-from torchvision.ops import batched_nms, clip_boxes_to_image
+from torchvision.ops import batched_nms, box_area, clip_boxes_to_image
 
 from pipeline.config import (
     AnchorParams,
@@ -76,6 +77,13 @@ class AugmentedView:
     size: tuple[int, int]
     image_size: tuple[int, int]
     flipped: bool
+    max_box: float | None = None  # the largest box side (in the image) it is trusted with
+
+    def trusts(self, boxes: Tensor) -> Tensor:
+        """Which of the image's `boxes` this view may place and score."""
+        if self.max_box is None:
+            return torch.ones(len(boxes), dtype=torch.bool, device=boxes.device)
+        return box_area(boxes) <= self.max_box**2
 
     def to_image(self, boxes: Tensor) -> Tensor:
         boxes = flip_boxes(boxes, self.size[1]) if self.flipped else boxes
@@ -87,7 +95,13 @@ class AugmentedView:
 
 
 # Files exported before these `detect` keys existed detect as they did then: as the paper.
-PAPER_TEST_TIME = {"box_vote_iou": None, "refine_boxes": False, "scales": [1.0], "flip": False}
+PAPER_TEST_TIME = {
+    "box_vote_iou": None,
+    "refine_boxes": False,
+    "scales": [1.0],
+    "flip": False,
+    "enlarged_max_box": None,
+}
 
 
 @dataclass(frozen=True)
@@ -175,21 +189,14 @@ class FasterRCNN(nn.Module):
         """Detections on one normalised, padded image, in the original image's pixels. With
         `detect.scales` and `detect.flip`, the detector looks at the image resized and mirrored
         too (Fast R-CNN's multi-scale testing), and chooses among every view's boxes at once."""
-        views, candidates = [], []
         flips = (False, True) if self.config.detect.flip else (False,)
-        for factor, flipped in itertools.product(self.config.detect.scales, flips):
-            pixels, size = augmented_view(image, image_size, factor, flipped)
-            out = self.forward_view(pixels, size, scale * factor)
-            view = AugmentedView(out["features"], size, image_size, flipped)
-            boxes, scores, labels = class_boxes(
-                out["proposals"],
-                out["class_logits"],
-                out["box_deltas"],
-                size,
-                self.config.roi.box_stds,
-            )
-            views.append(view)
-            candidates.append((view.to_image(boxes), scores, labels))
+        views, candidates = zip(
+            *(
+                self.look(image, image_size, scale, factor, flipped)
+                for factor, flipped in itertools.product(self.config.detect.scales, flips)
+            ),
+            strict=True,
+        )
         boxes, scores, labels = post_processed(
             *(torch.cat(parts) for parts in zip(*candidates, strict=True)), self.config.detect
         )
@@ -197,9 +204,28 @@ class FasterRCNN(nn.Module):
             boxes, scores = self.refined(views, boxes, scores, labels, image_size)
         return {"boxes": boxes / scale, "scores": scores, "labels": labels}
 
+    def look(
+        self, image: Tensor, image_size: tuple[int, int], scale: float, factor: float, flipped: bool
+    ) -> tuple[AugmentedView, tuple[Tensor, Tensor, Tensor]]:
+        """One view of the image, and the `class_boxes` it is trusted with, in the image's
+        pixels. A view enlarged (factor > 1) is trusted with boxes up to
+        `detect.enlarged_max_box` only (the side of a square of the same area): a large object
+        enlarged outgrows what the detector was trained on, and is found better at the image's
+        own size (SNIP, Singh & Davis 2018)."""
+        pixels, size = augmented_view(image, image_size, factor, flipped)
+        out = self.forward_view(pixels, size, scale * factor)
+        max_box = self.config.detect.enlarged_max_box if factor > 1 else None
+        view = AugmentedView(out["features"], size, image_size, flipped, max_box)
+        boxes, scores, labels = class_boxes(
+            out["proposals"], out["class_logits"], out["box_deltas"], size, self.config.roi.box_stds
+        )
+        boxes = view.to_image(boxes)
+        trusted = view.trusts(boxes)
+        return view, (boxes[trusted], scores[trusted], labels[trusted])
+
     def refined(
         self,
-        views: list[AugmentedView],
+        views: Sequence[AugmentedView],
         boxes: Tensor,
         scores: Tensor,
         labels: Tensor,
@@ -207,8 +233,8 @@ class FasterRCNN(nn.Module):
     ) -> tuple[Tensor, Tensor]:
         """A second round of iterative localisation (Gidaris & Komodakis, 2015): each detection
         pooled again at its box and moved by its class's regression once more, as one step from
-        a loose proposal falls short of the object; in every view, averaged. Its score becomes
-        the mean of the two rounds' scores for its class."""
+        a loose proposal falls short of the object; averaged over the views that trust it. Its
+        score becomes the mean of the two rounds' scores for its class."""
         rows = torch.arange(len(boxes), device=boxes.device)
         stds = tuple(self.config.roi.box_stds)
         moved, again = [], []
@@ -220,8 +246,12 @@ class FasterRCNN(nn.Module):
                 decode(at, box_deltas[rows, labels].float(), stds), view.size
             )
             moved.append(view.to_image(there))
-        moved_boxes = clip_boxes_to_image(torch.stack(moved).mean(0), image_size)
-        return moved_boxes, (scores + torch.stack(again).mean(0)) / 2
+        trusted = torch.stack([view.trusts(boxes) for view in views])
+        weights = torch.where(trusted.any(0), trusted, True).float()  # none: every view
+        weights = weights / weights.sum(0)
+        moved_boxes = (torch.stack(moved) * weights[..., None]).sum(0)
+        rescored = (scores + (torch.stack(again) * weights).sum(0)) / 2
+        return clip_boxes_to_image(moved_boxes, image_size), rescored
 
     @torch.no_grad()
     def detect(self, pixels: np.ndarray) -> dict[str, Tensor]:
