@@ -33,6 +33,7 @@ VGG16 = {
     "rpn": {"channels": 512},
     "roi": {"fc_dim": 4096},
     "proposals": {"train_pre_nms": 12000, "train_post_nms": 2000, "test_pre_nms": 6000},
+    "detect": {"scales": [1.0], "flip": False},  # one view, as the paper times it
 }
 PROFILES: dict[str, dict[str, Any]] = {"default": {}, "vgg16": VGG16}
 
