@@ -282,7 +282,7 @@ def test_detect_on_files_agrees_with_the_evaluation_and_skips_bad_images(tiny_pi
     out = tmp_path / "detections.json"
     result = CliRunner().invoke(
         main, ["detect", str(jpeg), str(broken), "--model", str(root / layout.EXPORT.out),
-               "--out", str(out), "--draw", str(tmp_path / "drawn"), "--score-thresh", "0.05"],
+               "--out", str(out), "--draw", str(tmp_path / "drawn"), "--score-thresh", "0"],
     )  # fmt: skip
     assert result.exit_code == 1
     assert "broken.jpg: unreadable image" in result.output
