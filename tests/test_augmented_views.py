@@ -30,8 +30,8 @@ def test_an_augmented_view_resizes_and_mirrors_the_valid_region_only():
 
 def test_with_flip_a_mirrored_image_gets_the_mirrored_detections(params):
     config = detector_config(params, (BACKGROUND_CLASS, "a", "b"))
-    config = dataclasses.replace(config, detect=dataclasses.replace(config.detect, flip=True,
-                                                                    scales=(1.0,)))  # fmt: skip
+    mirrored_too = dataclasses.replace(config.detect, scales=(1.0,), flip=True)
+    config = dataclasses.replace(config, detect=mirrored_too)
     torch.manual_seed(0)
     detector = FasterRCNN.from_config(config).eval()
     pixels = np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8)

@@ -8,15 +8,8 @@ from torchvision.models.detection._utils import BoxCoder
 
 from pipeline.config import DetectParams
 from pipeline.data.records import BACKGROUND_CLASS
-from pipeline.model.boxes import (
-    MAX_LOG_SCALE,
-    decode,
-    encode,
-    flip_boxes,
-    inside_image,
-    resize_boxes,
-    vote,
-)  # fmt: skip
+from pipeline.model import boxes as box_ops
+from pipeline.model.boxes import MAX_LOG_SCALE, decode, encode, inside_image, vote
 from pipeline.model.faster_rcnn import AugmentedView, FasterRCNN, class_boxes, post_processed
 from tests.conftest import detector_config
 
@@ -195,7 +188,8 @@ def test_an_augmented_views_boxes_map_back_onto_the_images(b, height, width, fac
 
 def test_flip_and_resize_boxes():
     boxes = torch.tensor([[10.0, 20.0, 30.0, 60.0]])
-    torch.testing.assert_close(flip_boxes(boxes, 100), torch.tensor([[70.0, 20.0, 90.0, 60.0]]))
-    resized = resize_boxes(boxes, (100, 200), (150, 100))
+    mirrored = box_ops.flip_boxes(boxes, 100)
+    torch.testing.assert_close(mirrored, torch.tensor([[70.0, 20.0, 90.0, 60.0]]))
+    resized = box_ops.resize_boxes(boxes, (100, 200), (150, 100))
     torch.testing.assert_close(resized, torch.tensor([[5.0, 30.0, 15.0, 90.0]]))
-    assert resize_boxes(boxes, (100, 200), (100, 200)) is boxes
+    assert box_ops.resize_boxes(boxes, (100, 200), (100, 200)) is boxes
