@@ -5,6 +5,7 @@ import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from torchvision.models.detection._utils import BoxCoder
+from torchvision.ops import nms
 
 from pipeline.config import DetectParams
 from pipeline.data.records import BACKGROUND_CLASS
@@ -193,3 +194,28 @@ def test_flip_and_resize_boxes():
     resized = box_ops.resize_boxes(boxes, (100, 200), (150, 100))
     torch.testing.assert_close(resized, torch.tensor([[5.0, 30.0, 15.0, 90.0]]))
     assert box_ops.resize_boxes(boxes, (100, 200), (100, 200)) is boxes
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**31), st.integers(1, 40), st.integers(1, 30), st.integers(1, 40),
+       st.floats(0.1, 0.9))  # fmt: skip
+def test_nms_over_a_growing_prefix_keeps_what_nms_over_every_box_keeps(
+    seed, objects, copies, limit, iou
+):
+    # Like an RPN's best-first list: each object's near-copies together, so that a short
+    # prefix keeps too few boxes and has to grow.
+    generator = torch.Generator().manual_seed(seed)
+    corners = (torch.rand(objects, 1, 2, generator=generator) * 300).expand(-1, copies, -1)
+    corners = (corners + torch.rand(objects, copies, 2, generator=generator) * 6).reshape(-1, 2)
+    boxes = torch.cat(
+        [corners, corners + 10 + torch.rand(len(corners), 2, generator=generator) * 30], 1
+    )
+    scores = torch.linspace(1, 0, len(boxes))
+    want = nms(boxes, scores, iou)[:limit]
+    assert torch.equal(box_ops.nms_best_first(boxes, iou, limit), want)
+
+
+def test_nms_best_first_breaks_ties_by_the_callers_order():
+    boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0]] * 3 + [[50.0, 50.0, 60.0, 60.0]])
+    assert box_ops.nms_best_first(boxes, 0.5, 5).tolist() == [0, 3]
+    assert box_ops.nms_best_first(boxes, 0.5, 1).tolist() == [0]

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-from torchvision.ops import clip_boxes_to_image, nms, remove_small_boxes
+from torchvision.ops import clip_boxes_to_image, remove_small_boxes
 
 from pipeline.config import AnchorParams, ProposalParams, RPNParams
 from pipeline.model.anchors import image_anchors
-from pipeline.model.boxes import decode
+from pipeline.model.boxes import decode, nms_best_first
 
 
 class RPNHead(nn.Module):
@@ -61,7 +61,7 @@ def propose(
     boxes, scores = boxes[keep], scores[keep]
     order = scores.argsort(descending=True, stable=True)[:pre_nms]
     boxes, scores = boxes[order], scores[order]
-    keep = nms(boxes, scores, nms_iou)[:post_nms]
+    keep = nms_best_first(boxes, nms_iou, post_nms)
     return boxes[keep], scores[keep]
 
 
