@@ -55,14 +55,26 @@ def propose(
     Decode, clip to the image, drop boxes smaller than `min_size` (in resized pixels), keep the
     `pre_nms` best, NMS, keep the `post_nms` best (paper section 3.3, py-faster-rcnn's order).
     """
+    boxes, scores = ranked_candidates(anchors, logits, deltas, image_size, min_size, pre_nms)
+    keep = nms_best_first(boxes, nms_iou, post_nms)
+    return boxes[keep], scores[keep]
+
+
+def ranked_candidates(
+    anchors: Tensor,
+    logits: Tensor,
+    deltas: Tensor,
+    image_size: tuple[int, int],
+    min_size: float,
+    pre_nms: int,
+) -> tuple[Tensor, Tensor]:
+    """What NMS chooses proposals from: the `pre_nms` best boxes, best first, and their scores."""
     boxes = clip_boxes_to_image(decode(anchors, deltas.float()), image_size)
     scores = torch.sigmoid(logits.float())
     keep = remove_small_boxes(boxes, min_size)
     boxes, scores = boxes[keep], scores[keep]
     order = scores.argsort(descending=True, stable=True)[:pre_nms]
-    boxes, scores = boxes[order], scores[order]
-    keep = nms_best_first(boxes, nms_iou, post_nms)
-    return boxes[keep], scores[keep]
+    return boxes[order], scores[order]
 
 
 def build_rpn(anchors: AnchorParams, rpn: RPNParams, in_channels: int) -> RPNHead:
