@@ -30,11 +30,11 @@ from bench.project import PROFILES, build_project, inside, profile_params
 from pipeline import layout
 from pipeline.artifacts.exported_model import load_detector
 from pipeline.artifacts.prepared import PreparedDataset
-from pipeline.config import load_params
+from pipeline.config import Params, load_params
 from pipeline.data.images import normalise
 from pipeline.data.records import TEST
 from pipeline.devices import resolve_device
-from pipeline.model.faster_rcnn import DetectorConfig
+from pipeline.model.faster_rcnn import DetectorConfig, FasterRCNN
 
 
 def test_images(prepared: PreparedDataset, count: int) -> list[tuple[torch.Tensor, tuple, float]]:
@@ -47,6 +47,35 @@ def test_images(prepared: PreparedDataset, count: int) -> list[tuple[torch.Tenso
             (normalise(prepared.images[int(i)], *size, False), size, float(prepared.scales[i]))
         )
     return out
+
+
+MODEL_OPTION = click.option(
+    "--model",
+    "model_path",
+    type=click.Path(path_type=Path),
+    default=layout.EXPORT.out,
+    show_default=True,
+    help="default profile: the exported model of a finished run.",
+)
+
+
+def detector_and_images(
+    profile: str, model_path: Path, images: int, tmp: Path
+) -> tuple[Params, str, FasterRCNN, list[tuple[torch.Tensor, tuple, float]]]:
+    """The params, a line naming the source, the exported detector and its first `images` test
+    images: of the finished run at `model_path` (default profile), or else of a small untrained
+    project of the profile built in `tmp`."""
+    if profile == "default" and model_path.exists():
+        detector, prepared = load_detector(model_path), PreparedDataset(layout.PREPARE.out)
+        source = f"{model_path} and its test images"
+        return load_params(), source, detector, test_images(prepared, images)
+    params = profile_params(profile, images * 2)
+    source = f"a {profile} project, untrained"
+    with inside(tmp):
+        click.echo(f"building {source} ...", err=True)
+        build_project(tmp, params, until=layout.EXPORT.name)
+        detector = load_detector(layout.EXPORT.out)
+        return params, source, detector, test_images(PreparedDataset(layout.PREPARE.out), images)
 
 
 def timed(run, images: list, device: torch.device) -> float:
@@ -62,30 +91,14 @@ def timed(run, images: list, device: torch.device) -> float:
 
 @click.command()
 @click.option("--profile", type=click.Choice(sorted(PROFILES)), default="default")
-@click.option(
-    "--model",
-    "model_path",
-    type=click.Path(path_type=Path),
-    default=layout.EXPORT.out,
-    show_default=True,
-    help="default profile: the exported model of a finished run.",
-)
+@MODEL_OPTION
 @click.option("--images", default=20, show_default=True, help="Test images timed per round.")
 @click.option("--rounds", default=3, show_default=True)
 def main(profile: str, model_path: Path, images: int, rounds: int) -> None:  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
-        if profile == "default" and model_path.exists():
-            params, source = load_params(), f"{model_path} and its test images"
-            detector, prepared = load_detector(model_path), PreparedDataset(layout.PREPARE.out)
-            picked = test_images(prepared, images)
-        else:
-            params = profile_params(profile, images * 2)
-            source = f"a {profile} project, untrained"
-            with inside(Path(tmp)):
-                click.echo(f"building {source} ...", err=True)
-                build_project(Path(tmp), params, until=layout.EXPORT.name)
-                detector = load_detector(layout.EXPORT.out)
-                picked = test_images(PreparedDataset(layout.PREPARE.out), images)
+        params, source, detector, picked = detector_and_images(
+            profile, model_path, images, Path(tmp)
+        )
         device = resolve_device(params.train.device)
         detector.eval().to(device)
         peer = torchvision_detector(params, detector.backbone, len(detector.config.classes))

@@ -20,11 +20,8 @@ import click
 import torch
 from torchvision import ops
 
-from bench.inference import test_images
-from bench.project import PROFILES, build_project, inside, profile_params
-from pipeline import layout
-from pipeline.artifacts.exported_model import load_detector
-from pipeline.artifacts.prepared import PreparedDataset
+from bench.inference import MODEL_OPTION, detector_and_images
+from bench.project import PROFILES
 from pipeline.model.anchors import image_anchors
 from pipeline.model.boxes import nms_best_first
 from pipeline.model.faster_rcnn import FasterRCNN
@@ -53,30 +50,12 @@ def timed(run) -> tuple[float, torch.Tensor]:
 
 @click.command()
 @click.option("--profile", type=click.Choice(sorted(PROFILES)), default="default")
-@click.option(
-    "--model",
-    "model_path",
-    type=click.Path(path_type=Path),
-    default=layout.EXPORT.out,
-    show_default=True,
-    help="default profile: the exported model of a finished run.",
-)
+@MODEL_OPTION
 @click.option("--images", default=20, show_default=True)
 @click.option("--rounds", default=3, show_default=True)
 def main(profile: str, model_path: Path, images: int, rounds: int) -> None:  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
-        if profile == "default" and model_path.exists():
-            source = f"{model_path} and its test images"
-            detector = load_detector(model_path)
-            picked = test_images(PreparedDataset(layout.PREPARE.out), images)
-        else:
-            source = f"a {profile} project, untrained"
-            with inside(Path(tmp)):
-                click.echo(f"building {source} ...", err=True)
-                params = profile_params(profile, images * 2)
-                build_project(Path(tmp), params, until=layout.EXPORT.name)
-                detector = load_detector(layout.EXPORT.out)
-                picked = test_images(PreparedDataset(layout.PREPARE.out), images)
+        _, source, detector, picked = detector_and_images(profile, model_path, images, Path(tmp))
     detector.eval()
     post, iou = detector.config.proposals.train_post_nms, detector.config.proposals.nms_iou
     inputs = [candidates(detector, *image) for image in picked]
