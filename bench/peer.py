@@ -1,15 +1,20 @@
 """The whole pipeline against the obvious alternative: torchvision's FasterRCNN with the same
-backbone (starting from the same pretrained weights, data/pretrain/backbone.pt), anchors, image
-sizes and data, trained end to end for a given wall-clock time, then measured on the same test
-split by the same evaluator as the `evaluate` stage.
+backbone, anchors, image sizes and data, trained end to end for a given wall-clock time, then
+measured on the same test split by the same evaluator as the `evaluate` stage.
 
-Give it the time the four training steps took in the run it is compared with (`--seconds`).
+Two comparisons, by where the peer's backbone starts (`--start`):
+- `pretrained`: from the `pretrain` stage's weights (data/pretrain/backbone.pt), as steps 1 and
+  2 do. Give it the time the four training steps took (`--seconds`): pretraining is a gift.
+- `random`: from the same seeded random init as `pretrain`, what a user without this pipeline
+  has. Give it the time pretraining and the four steps took together.
+
 It trains like steps 1 and 2 (one view per iteration, the train views with their flips in the
 same seeded order, SGD with momentum 0.9 and weight decay, lr warm-up), with the lr divided by
 10 after `--decay-at` of the time: a time budget has no iteration count to place a step at.
 Run after `dvc repro`, on an otherwise idle machine.
 
     python -m bench.peer --seconds 660
+    python -m bench.peer --start random --seconds 960
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from tqdm import tqdm
 from bench.peer_model import torchvision_detector
 from pipeline import layout
 from pipeline.artifacts.prepared import PreparedDataset
-from pipeline.config import load_params
+from pipeline.config import Params, load_params
 from pipeline.data.images import normalise
 from pipeline.data.records import TEST, TRAIN
 from pipeline.data.views import ViewSet, make_views
@@ -37,8 +42,10 @@ from pipeline.evaluation.metrics import (
     coco_results,
     voc_metrics,
 )
+from pipeline.model.backbones import Backbone, build_backbone
 from pipeline.training.backbone_features import initial_backbone
 from pipeline.training.loop import batch_at
+from pipeline.training.train_and_save import seeded_init
 from stages.evaluate import ground_truth_of
 
 REPORTED = ("map_voc07", "map_coco", "map_coco_small", "map_coco_medium", "map_coco_large")
@@ -49,13 +56,20 @@ REPORTED = ("map_voc07", "map_coco", "map_coco_small", "map_coco_medium", "map_c
 @click.option("--lr", default=0.01, show_default=True)
 @click.option("--warmup", default=100, show_default=True, help="Iterations of lr ramp.")
 @click.option("--decay-at", default=0.75, show_default=True, help="Fraction of the time.")
-def main(seconds: float, lr: float, warmup: int, decay_at: float) -> None:
+@click.option(
+    "--start",
+    type=click.Choice(["pretrained", "random"]),
+    default="pretrained",
+    show_default=True,
+    help="The peer's backbone: the pretrain stage's weights, or a seeded random init.",
+)
+def main(seconds: float, lr: float, warmup: int, decay_at: float, start: str) -> None:
     params = load_params()
     device = resolve_device(params.train.device)
     prepared = PreparedDataset(layout.PREPARE.out)
     views = ViewSet(prepared, make_views(prepared.split, params.augment.flip))
     train_views = views.of_split(TRAIN)
-    backbone, _ = initial_backbone(params)
+    backbone = peer_backbone(params, start)
     torch.manual_seed(params.train.seed)
     model = torchvision_detector(params, backbone, len(prepared.classes)).to(device)
     optimizer = torch.optim.SGD(
@@ -103,12 +117,26 @@ def main(seconds: float, lr: float, warmup: int, decay_at: float) -> None:
     ground_truth = coco_ground_truth(truths, sizes, prepared.classes)
     metrics.update(coco_metrics(ground_truth, coco_results(found, prepared.classes)))
     ours = json.loads((layout.EVALUATE.out / "metrics.json").read_text())
-    click.echo(f"same test split ({len(images)} images); torchvision trained {seconds:.0f} s:")
+    click.echo(
+        f"same test split ({len(images)} images); torchvision trained {seconds:.0f} s "
+        f"from a {start} backbone:"
+    )
     click.echo("| metric | this pipeline | torchvision FasterRCNN | ratio |")
     click.echo("|---|---:|---:|---:|")
     for key in REPORTED:
         ratio = ours[key] / metrics[key] if metrics[key] > 0 else float("inf")
         click.echo(f"| {key} | {ours[key]:.3f} | {metrics[key]:.3f} | {ratio:.2f}x |")
+
+
+def peer_backbone(params: Params, start: str) -> Backbone:
+    """`pretrained`: the backbone steps 1 and 2 start from; `random`: the weights `pretrain`
+    starts from (the same seeded init), before any training."""
+    if start == "pretrained":
+        return initial_backbone(params)[0]
+    seeded_init(params, layout.PRETRAIN)
+    backbone = build_backbone(params.backbone, params.anchors.stride)
+    backbone.freeze_below(params.backbone.freeze_below)
+    return backbone
 
 
 if __name__ == "__main__":

@@ -9,11 +9,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torchvision.ops import box_iou
 
+from bench.peer import peer_backbone
 from bench.project import inside
 from pipeline import layout
 from pipeline.artifacts.model_files import load_model
+from pipeline.model.backbones import build_backbone
 from pipeline.model.crops import background_boxes, crop_images, jitter_boxes, zoom_out_boxes
 from pipeline.training.backbone_features import initial_backbone
+from pipeline.training.train_and_save import seeded_init
 from tests.conftest import stage_function, tiny_params, vgg16_weights_file
 
 
@@ -123,6 +126,18 @@ def test_pretraining_learns_to_classify_crops_and_steps_1_and_2_start_from_it(pr
     assert backbone.stride == 8
     for key, value in backbone.state_dict().items():
         assert torch.equal(value, saved["parts"]["backbone"][key]), key
+
+
+def test_the_random_peer_starts_from_the_weights_pretraining_starts_from():
+    p = tiny_params()
+    seeded_init(p, layout.PRETRAIN)
+    start = build_backbone(p.backbone, p.pretrain.stride).state_dict()
+    torch.manual_seed(12345)  # the peer seeds its backbone itself
+    peer = peer_backbone(p, "random")
+    assert peer.stride == p.anchors.stride
+    assert peer.state_dict().keys() == start.keys()
+    for key, value in peer.state_dict().items():
+        assert torch.equal(value, start[key]), key
 
 
 def _history(live):
