@@ -79,9 +79,9 @@ def main(seconds: float, lr: float, warmup: int, decay_at: float, start: str) ->
         weight_decay=params.train.weight_decay,
     )
     model.train()
-    start, iteration = time.perf_counter(), 0
+    began, iteration = time.perf_counter(), 0
     with tqdm(total=int(seconds), unit="s", desc="torchvision FasterRCNN", disable=None) as bar:
-        while (elapsed := time.perf_counter() - start) < seconds:
+        while (elapsed := time.perf_counter() - began) < seconds:
             ramp = min(1.0, 0.1 + 0.9 * iteration / warmup) if warmup else 1.0
             for group in optimizer.param_groups:
                 group["lr"] = lr * ramp * (0.1 if elapsed >= decay_at * seconds else 1.0)
@@ -93,7 +93,7 @@ def main(seconds: float, lr: float, warmup: int, decay_at: float, start: str) ->
             sum(losses.values()).backward()
             optimizer.step()
             iteration += 1
-            bar.update(int(time.perf_counter() - start) - bar.n)
+            bar.update(int(time.perf_counter() - began) - bar.n)
     click.echo(f"torchvision FasterRCNN: {iteration} iterations in {seconds:.0f} s", err=True)
 
     model.eval()
