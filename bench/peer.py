@@ -61,7 +61,7 @@ REPORTED = ("map_voc07", "map_coco", "map_coco_small", "map_coco_medium", "map_c
     type=click.Choice(["pretrained", "random"]),
     default="pretrained",
     show_default=True,
-    help="The peer's backbone: the pretrain stage's weights, or a seeded random init.",
+    help="The peer's backbone: the pretrain stage's weights, or the initial ones.",
 )
 def main(seconds: float, lr: float, warmup: int, decay_at: float, start: str) -> None:
     params = load_params()
@@ -129,8 +129,9 @@ def main(seconds: float, lr: float, warmup: int, decay_at: float, start: str) ->
 
 
 def peer_backbone(params: Params, start: str) -> Backbone:
-    """`pretrained`: the backbone steps 1 and 2 start from; `random`: the weights `pretrain`
-    starts from (the same seeded init), before any training."""
+    """`pretrained`: the backbone steps 1 and 2 start from; `random`: the initial weights
+    `pretrain` starts from (the same seeded init; ImageNet's where `backbone.weights` names
+    them, as a user without this pipeline would start)."""
     if start == "pretrained":
         return initial_backbone(params)[0]
     seeded_init(params, layout.PRETRAIN)
