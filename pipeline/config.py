@@ -67,6 +67,11 @@ class SyntheticParams:
     max_objects: int = _positive_int()
     min_object: int = _checked(lambda v: v >= 4, "an integer >= 4")
     clutter: int = _non_negative_int()
+    # The shape classes drawn (null: all six); a subset makes a quick smoke or teaching set.
+    classes: tuple[str, ...] | None = _checked(
+        lambda v: v is None or (len(v) > 0 and len(set(v)) == len(v)),
+        "null or a non-empty list of distinct class names",
+    )
 
     def __post_init__(self) -> None:
         if self.max_side < self.min_side:
@@ -142,6 +147,12 @@ class BackboneParams:
     weights: str | None
     freeze_below: str | None
     width: int = _checked(lambda v: v >= 8 and v % 8 == 0, "a multiple of 8")
+
+    def __post_init__(self) -> None:
+        if self.weights is not None and self.name != "vgg16":
+            # Only VGG16 has a weights format to read; silently training from random would
+            # look like a run that used them.
+            raise _Invalid("weights", self.weights, "null unless backbone.name is vgg16")
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ def targets_of(params: Params, source: Stage, stage: Stage) -> dict:
     proposals = Proposals(source.out, source.name)
     provenance = Provenance.of_stage(
         stage,
-        params={"roi": {"box_stds": list(params.roi.box_stds)}},
+        params={"roi": {"box_stds": list(params.roi.box_stds)}, "store": params.store.sharding()},
         inputs={source.name: proposals.fingerprint, "prepared": prepared.fingerprint},
     )
     views = ViewSet(prepared, proposals.views)

@@ -26,7 +26,7 @@ def run(params: Params) -> dict:
         STEP3_FEATURES,
         params={
             "augment": to_dict(params.augment),
-            "store": {"feature_dtype": params.store.feature_dtype},
+            "store": {**params.store.sharding(), "feature_dtype": params.store.feature_dtype},
         },
         inputs={STEP2_FAST_RCNN.name: saved["fingerprint"], "prepared": prepared.fingerprint},
     )

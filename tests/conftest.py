@@ -55,7 +55,7 @@ def with_changes(raw: dict, changes: dict) -> dict:
     """`raw` with each section of `changes` merged in (one level deep)."""
     merged = copy.deepcopy(raw)
     for section, values in changes.items():
-        merged[section].update(values)
+        merged[section].update(copy.deepcopy(values))
     return merged
 
 

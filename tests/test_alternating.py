@@ -11,6 +11,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 from PIL import Image
+from torchvision.ops import box_iou
 
 from bench.project import inside
 from pipeline import layout
@@ -347,3 +348,30 @@ def test_ground_truth_fed_as_detections_through_the_evaluate_wiring_scores_one(
     assert metrics["map_coco"] == pytest.approx(1.0)
     results = json.loads((tmp_path / "e" / "detections.json").read_text())
     assert len(results) > 0
+
+
+def test_proposal_recall_is_measured_with_proposals_and_objects_in_the_same_pixels(tiny_pipeline):
+    """Recomputed here in the prepared (resized) pixels both are stored in; evaluate measures
+    in original pixels, and IoU does not depend on the scale, so the two agree only when the
+    proposals and the objects were brought to the same pixels."""
+    root, _ = tiny_pipeline
+    with inside(root):
+        metrics = json.loads((layout.EVALUATE.out / "metrics.json").read_text())
+        prepared = PreparedDataset(layout.PREPARE.out)
+        assert (prepared.scales[prepared.split == TEST] != 1).any()
+        for name, stage in (("step1_proposals", layout.STEP1_TEST_PROPOSALS),
+                            ("step3_proposals", layout.STEP3_TEST_PROPOSALS)):  # fmt: skip
+            stored = Proposals(stage.out, stage.name)
+            best = []
+            for v, (image, flipped) in enumerate(stored.views):
+                objects = prepared.boxes(int(image))[~prepared.difficult(int(image))]
+                if flipped or not len(objects):
+                    continue
+                boxes = stored.of_view(v)[0][: evaluate_stage.RECALL_TOP]
+                best.append(box_iou(objects, boxes).max(dim=1).values)
+            covered = torch.cat(best)
+            for threshold in (0.5, 0.7):
+                recall = float((covered >= threshold).double().mean())
+                key = f"recall@{evaluate_stage.RECALL_TOP}_iou{threshold:g}"
+                assert metrics[name][key] == pytest.approx(recall, abs=1e-9), (name, key)
+            assert 0 < metrics[name][f"recall@{evaluate_stage.RECALL_TOP}_iou0.5"] < 1

@@ -116,3 +116,28 @@ def test_proposal_recall_counts_non_difficult_gt_covered():
     proposals = [np.array([[0, 0, 10, 12], [100, 100, 120, 120]], float), np.zeros((0, 4))]
     recall = proposal_recall(truths, proposals, 300, (0.5, 0.9))
     assert recall == {"recall@300_iou0.5": 0.5, "recall@300_iou0.9": 0.0}
+
+
+def test_imperfect_detections_give_the_hand_computed_voc07_all_point_and_coco_aps():
+    """Two objects; the detections, best first: a hit, a false positive, and a box at IoU 0.68
+    with the second object (a hit at IoU 0.5 to 0.65, a miss at 0.7 and above)."""
+    partial = [20, 20, 40, 33.6]  # 20 x 13.6 inside B's 20 x 20: IoU 272 / 400 = 0.68
+    truths = [truth([A, B], [1, 1])]
+    found = [dets([A, C, partial], [0.9, 0.8, 0.7], [1, 1, 1])]
+    metrics, _ = voc_metrics(truths, found, CLASSES)
+    # Precision 1, 1/2, 2/3 at recall 1/2, 1/2, 1. 11-point: recall >= 0 .. 0.5 (six points)
+    # reach precision 1, the five above reach 2/3. All-point: 1/2 * 1 + 1/2 * 2/3.
+    assert metrics["map_voc07"] == pytest.approx((6 + 5 * 2 / 3) / 11)
+    assert metrics["map_area"] == pytest.approx(1 / 2 + 1 / 3)
+    assert metrics["per_class"]["cat"]["ap_voc07"] == pytest.approx((6 + 5 * 2 / 3) / 11)
+    # COCO: 101 recall points. At IoU .5 .55 .6 .65 as above (51 points at 1, 50 at 2/3); at
+    # .7 ... .95 the third box misses (51 points at 1, 50 at 0); the mean over the ten.
+    gt = coco_ground_truth(truths, [(100, 100)], CLASSES)
+    coco = coco_metrics(gt, coco_results(found, CLASSES))
+    low, high = (51 + 50 * 2 / 3) / 101, 51 / 101
+    assert coco["map_coco"] == pytest.approx((4 * low + 6 * high) / 10)
+    assert coco["map_coco_50"] == pytest.approx(low)
+    assert coco["map_coco_75"] == pytest.approx(high)
+    assert coco["map_coco_small"] == pytest.approx(coco["map_coco"])  # both under 32^2 px
+    assert coco["map_coco_medium"] is None
+    assert len({metrics["map_voc07"], metrics["map_area"], coco["map_coco"]}) == 3

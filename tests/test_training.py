@@ -4,6 +4,7 @@ import dataclasses
 import logging
 import os
 import pickle
+import shutil
 import signal
 from pathlib import Path
 
@@ -18,15 +19,18 @@ from pipeline import layout
 from pipeline.artifacts import store as store_module
 from pipeline.artifacts.anchor_targets import AnchorTargets
 from pipeline.artifacts.prepared import PreparedDataset
+from pipeline.config import parse_params
 from pipeline.data.feeding import _Batches
 from pipeline.data.records import TRAIN
 from pipeline.data.views import ViewImages, ViewSet
 from pipeline.errors import ArtifactError, ParamError
 from pipeline.model.rpn import build_rpn
+from pipeline.training import loop
 from pipeline.training.backbone_features import BackboneFeatures, initial_backbone
 from pipeline.training.loop import TrainingDiverged, TrainingRun, batch_at, lr_at, train
 from pipeline.training.rpn_objective import AnchorTargetBatch, RPNLoss
-from tests.conftest import stage_function, tiny_params
+from tests.conftest import TINY, raw_params, stage_function, tiny_params, with_changes
+from tests.stage_runs import set_key
 
 CPU = torch.device("cpu")
 
@@ -315,3 +319,61 @@ def test_images_held_in_memory_read_as_from_disk(tiny_data, monkeypatch):
     monkeypatch.setattr(store_module, "memory_budget", lambda: 1000)
     with pytest.raises(ParamError, match="'train.images_in_memory' is 'always' but"):
         on_disk.keep_images_in_memory("always")
+
+
+class Killed(Exception):
+    """Stands in for a kill right after a checkpoint is written."""
+
+
+@pytest.fixture(scope="module")
+def step1_killed(tiny_data, tmp_path_factory):
+    """The tiny project with step 1's training killed right after its first checkpoint
+    (iteration 5 of 10)."""
+    root = tmp_path_factory.mktemp("killed")
+    shutil.copytree(tiny_data[0], root, dirs_exist_ok=True)
+    original = loop.atomic_save
+
+    def save_then_die(state, path):
+        original(state, path)
+        raise Killed
+
+    with pytest.MonkeyPatch.context() as patch, inside(root):
+        patch.setattr(loop, "atomic_save", save_then_die)
+        with pytest.raises(Killed):
+            stage_function(layout.STEP1_RPN.name)(tiny_data[1])
+    return root
+
+
+# One other value per key of train.step1 and of the keys every step shares: with any of them
+# changed, a rerun must start over; with a key that is not step 1's, it must resume.
+RESTARTS = {
+    **{f"step1.{k}": v for k, v in
+       {"iterations": 12, "images_per_batch": 1, "lr": 0.02, "lr_steps": [6], "lr_gamma": 0.5,
+        "warmup": 0}.items()},
+    "seed": 1, "momentum": 0.8, "weight_decay": 0.001, "amp": "bf16",
+}  # fmt: skip
+RESUMES = {"step2.lr": 0.5, "pretrain.lr": 0.5, "checkpoint_every": 3, "log_every": 5}
+
+
+@pytest.mark.parametrize("key", [None, *RESTARTS, *RESUMES])
+def test_a_killed_step_resumes_only_with_its_own_schedule_unchanged(
+    key, step1_killed, tmp_path, monkeypatch
+):
+    """Counts the iterations the rerun executes: 10 - 5 when it resumes, all when it restarts
+    (the README promises that a rerun with another lr starts over)."""
+    root = shutil.copytree(step1_killed, tmp_path / "project")
+    raw = with_changes(raw_params(), TINY)
+    if key is not None:
+        raw = set_key(raw, f"train.{key}", {**RESTARTS, **RESUMES}[key])
+    params = parse_params(raw)
+    executed = []
+    step = loop._Updater.step
+    monkeypatch.setattr(
+        loop._Updater, "step", lambda self, i, inputs: executed.append(i) or step(self, i, inputs)
+    )
+    with inside(root):
+        stage_function(layout.STEP1_RPN.name)(params)
+    if key in RESTARTS:
+        assert executed == list(range(params.train.step1.iterations)), key
+    else:
+        assert executed == list(range(5, 10)), key

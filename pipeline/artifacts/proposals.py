@@ -55,6 +55,7 @@ def write_split_proposals(
             "anchors": to_dict(params.anchors),
             "proposals": chosen,
             "augment": to_dict(params.augment),
+            "store": params.store.sharding(),
         },
         inputs=inputs,
     )

@@ -21,6 +21,7 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from pipeline.config import SyntheticParams
+from pipeline.errors import ParamError
 
 SYNTHETIC_CLASSES = ("circle", "square", "triangle", "star", "ring", "cross")
 
@@ -161,8 +162,9 @@ def render_image(
     height = int(rng.integers(params.min_side, params.max_side + 1))
     image = _background(rng, height, width, params.clutter)
     drawn: list[tuple[str, np.ndarray, int]] = []  # name, in-image mask, full shape area
+    names = params.classes or SYNTHETIC_CLASSES
     for _ in range(int(rng.integers(1, params.max_objects + 1))):
-        name = SYNTHETIC_CLASSES[int(rng.integers(len(SYNTHETIC_CLASSES)))]
+        name = names[int(rng.integers(len(names)))]
         # Log-uniform size: small objects are as common as large ones, as in real photos.
         largest = 0.8 * min(width, height)
         side = math.exp(rng.uniform(math.log(params.min_object), math.log(largest)))
@@ -240,6 +242,11 @@ def _annotation_xml(
 
 def generate_synthetic(root: Path, params: SyntheticParams) -> dict[str, int]:
     """Write the whole dataset to `root` (via `<root>.partial`, renamed when complete)."""
+    unknown = sorted(set(params.classes or ()) - set(SYNTHETIC_CLASSES))
+    if unknown:
+        raise ParamError(
+            f"params.yaml: 'synthetic.classes' names {unknown}; allowed: {list(SYNTHETIC_CLASSES)}"
+        )
     work = root.with_name(root.name + ".partial")
     if work.exists():
         shutil.rmtree(work)

@@ -3,6 +3,7 @@ then saving them as the stage's model file with its provenance."""
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from dataclasses import dataclass
 from typing import Any
@@ -14,7 +15,7 @@ from torch import nn
 from pipeline import distributed
 from pipeline.artifacts.model_files import save_model
 from pipeline.artifacts.store import PARTIAL_SUFFIX, Provenance
-from pipeline.config import Params, to_dict
+from pipeline.config import Params, StepParams, to_dict
 from pipeline.data.feeding import BatchReader
 from pipeline.evaluation.figures import save_png, training_curves
 from pipeline.layout import CURVES, Stage, live_log
@@ -60,10 +61,17 @@ def train_and_save(training: StageTraining, params: Params) -> dict[str, float]:
     loss log; return the last logged losses (on rank 0; the other ranks return nothing)."""
     stage, step, parts, device = training.stage, training.step, training.parts, training.device
     schedule = getattr(params.train, step)
+    # The stage's own schedule is recorded as "step"; the other steps' schedules are not its
+    # provenance (a new pretrain lr must not restart step 1's checkpoints).
+    schedules = {
+        f.name
+        for f in dataclasses.fields(params.train)
+        if isinstance(getattr(params.train, f.name), StepParams)
+    }
     common = {
         k: v
         for k, v in to_dict(params.train).items()
-        if not k.startswith("step") and k not in NOT_PROVENANCE
+        if k not in schedules and k not in NOT_PROVENANCE
     }
     provenance = Provenance.of_stage(
         stage,
