@@ -36,7 +36,9 @@ def training(params: Params) -> StageTraining:
         "pretrain",
         {"backbone": backbone, "classifier": classifier},
         ObjectBatch(views),
-        CropClassification(backbone, classifier, params.pretrain, device),
+        CropClassification(
+            backbone, classifier, params.pretrain, device, params.train.channels_last
+        ),
         views.of_split(TRAIN),
         sections={
             "backbone": to_dict(params.backbone),

@@ -5,6 +5,7 @@ import numpy as np
 
 from pipeline.artifacts.prepared import PreparedDataset
 from pipeline.artifacts.proposal_targets import ProposalTargets
+from pipeline.artifacts.store import expect_params
 from pipeline.config import Params, backbone_sections, to_dict
 from pipeline.data.views import ViewImages, ViewSet
 from pipeline.devices import resolve_device
@@ -20,7 +21,11 @@ def training(params: Params) -> StageTraining:
     """Step 2: train Fast R-CNN and the backbone, from the initial weights, on step-1 proposals."""
     device = resolve_device(params.train.device)
     prepared = PreparedDataset(PREPARE.out)
-    targets = ProposalTargets(STEP1_PROPOSAL_TARGETS.out, STEP1_PROPOSAL_TARGETS.name)
+    targets = ProposalTargets(
+        STEP1_PROPOSAL_TARGETS.out,
+        STEP1_PROPOSAL_TARGETS.name,
+        expect={**expect_params(params, "roi.box_stds"), "inputs.prepared": prepared.fingerprint},
+    )
     views = ViewSet(prepared, targets.views)
     backbone, pretrained = initial_backbone(params)
     seeded_init(params, STEP2_FAST_RCNN)

@@ -10,7 +10,7 @@ from pipeline.artifacts.model_files import load_model
 from pipeline.artifacts.prepared import PreparedDataset
 from pipeline.artifacts.proposal_targets import ProposalTargets
 from pipeline.artifacts.store import expect_params, keep_in_memory
-from pipeline.config import Params, to_dict
+from pipeline.config import BACKBONE_KEYS, Params, to_dict
 from pipeline.data.feeding import on_device
 from pipeline.data.views import view_rows
 from pipeline.devices import resolve_device
@@ -31,7 +31,10 @@ def training(params: Params) -> StageTraining:
     """Step 4: train only the Fast R-CNN-specific layers, from the cached features."""
     device = resolve_device(params.train.device)
     prepared = PreparedDataset(PREPARE.out)
-    detector = load_model(STEP2_FAST_RCNN.out, STEP2_FAST_RCNN.name, expect_params(params, "roi"))
+    # The cache holds this detector's backbone features: it must be the backbone of params.
+    detector = load_model(
+        STEP2_FAST_RCNN.out, STEP2_FAST_RCNN.name, expect_params(params, *BACKBONE_KEYS, "roi")
+    )
     cache = Features(
         STEP3_FEATURES.out,
         expect={
@@ -43,7 +46,7 @@ def training(params: Params) -> StageTraining:
     targets = ProposalTargets(
         STEP4_PROPOSAL_TARGETS.out,
         STEP4_PROPOSAL_TARGETS.name,
-        expect={"inputs.prepared": prepared.fingerprint},
+        expect={**expect_params(params, "roi.box_stds"), "inputs.prepared": prepared.fingerprint},
     )
     rows = view_rows(targets.views, cache.views, str(cache.path))
     in_memory = keep_in_memory(

@@ -1,6 +1,7 @@
 """dvc.yaml's code deps are exactly each stage's imports, and provenance hashes that code."""
 
 import json
+import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -173,3 +174,39 @@ def test_imports_for_type_checking_only_do_not_count(project):
         "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pipeline.hint import X\n",
     )
     assert Path("pipeline/hint.py") not in import_closure("pipeline.user")
+
+
+def test_an_edit_to_any_file_of_a_closure_moves_exactly_those_stages_fingerprints(
+    tmp_path, monkeypatch
+):
+    """Over a copy of the real sources: appending a comment to a file, an `__init__.py` or a
+    stage file included, changes the code hash of every stage whose closure holds it, and of
+    no other."""
+    for package in codebase.PACKAGES:
+        shutil.copytree(
+            REPO / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__")
+        )
+    monkeypatch.setattr(codebase, "ROOT", tmp_path)
+
+    codebase.import_closure.cache_clear()  # a comment moves no import: computed once
+
+    def fingerprints() -> dict[str, str]:
+        codebase.code_fingerprint.cache_clear()
+        return {stage.name: code_fingerprint(stage.module) for stage in STAGES}
+
+    before = fingerprints()
+    holders: dict[Path, set[str]] = {}
+    for stage in STAGES:
+        for relative in import_closure(stage.module):
+            holders.setdefault(relative, set()).add(stage.name)
+    assert any(p.name == "__init__.py" for p in holders)
+    for relative, stages in sorted(holders.items()):
+        path = tmp_path / relative
+        original = path.read_bytes()
+        path.write_bytes(original + b"\n# edited\n")
+        after = fingerprints()
+        path.write_bytes(original)
+        moved = {name for name in before if after[name] != before[name]}
+        assert moved == stages, relative
+    codebase.import_closure.cache_clear()
+    codebase.code_fingerprint.cache_clear()

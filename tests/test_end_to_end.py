@@ -168,6 +168,8 @@ def test_full_pipeline_is_byte_reproducible_and_survives_a_kill(tmp_path, refere
     assert not (second / "data/step2/detector.pt").exists()
     output = dvc(second, "repro")
     assert stages_run(output)[0] == "step2_fast_rcnn"
+    # A resume, not a restart that happens to end the same: 10 - 5 iterations run.
+    assert "step2_fast_rcnn: 5 iterations in" in output, output
     assert artifact_bytes(second) == reference
     assert "up to date" in dvc(second, "status")
 

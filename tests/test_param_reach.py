@@ -16,9 +16,11 @@ from typing import Any
 
 import pytest
 import torch
+import zarr
 from PIL import Image
 
-from pipeline.artifacts.store import ArtifactError
+from bench.project import inside
+from pipeline.artifacts.store import ArtifactError, ArtifactWriter
 from pipeline.config import parse_params
 from pipeline.data.synthetic import SYNTHETIC_CLASSES
 from pipeline.layout import STAGES
@@ -68,21 +70,21 @@ ALTERNATIVES: dict[str, Any] = {
     "augment.flip": False,
     "backbone.name": "vgg16", "backbone.weights": WEIGHTS_FILE, "backbone.freeze_below": "conv2_1",
     "backbone.width": 16,
-    "pretrain.stride": 8, "pretrain.crop_size": 24, "pretrain.background_crops": 2,
+    "pretrain.stride": 8, "pretrain.crop_size": 48, "pretrain.background_crops": 2,
     "pretrain.background_iou": 0.2, "pretrain.jitter": 0.0, "pretrain.zoom_out": 2.0,
     "train.seed": 1, "train.device": "auto", "train.amp": "bf16", "train.channels_last": True,
     "train.deterministic": True, "train.momentum": 0.8, "train.weight_decay": 0.001,
     **{f"train.{step}.{k}": v for step in STEPS for k, v in SCHEDULE.items()},
-    "rpn.channels": 16, "rpn.batch_size": 32, "rpn.fg_fraction": 0.25, "rpn.box_sigma": 1.0,
-    "proposals.nms_iou": 0.5, "proposals.min_size": 16, "proposals.train_pre_nms": 300,
-    "proposals.train_post_nms": 50, "proposals.test_pre_nms": 100,
+    "rpn.channels": 16, "rpn.batch_size": 32, "rpn.fg_fraction": 0.05, "rpn.box_sigma": 1.0,
+    "proposals.nms_iou": 0.5, "proposals.min_size": 16, "proposals.train_pre_nms": 20,
+    "proposals.train_post_nms": 50, "proposals.test_pre_nms": 10,
     "proposals.test_post_nms": 20,
     "roi.box_stds": [0.2, 0.2, 0.4, 0.4], "roi.pool": "roi_pool", "roi.size": 5, "roi.fc_dim": 32,
-    "roi.dropout": 0.5, "roi.batch_size": 16, "roi.fg_fraction": 0.5, "roi.fg_iou": 0.6,
+    "roi.dropout": 0.5, "roi.batch_size": 16, "roi.fg_fraction": 0.05, "roi.fg_iou": 0.6,
     "roi.bg_iou_low": 0.1, "roi.bg_iou_high": 0.4, "roi.box_sigma": 3.0,
     "detect.score_thresh": 0.3, "detect.nms_iou": 0.5, "detect.max_detections": 5,
     "detect.box_vote_iou": None, "detect.refine_boxes": False, "detect.scales": [1.0],
-    "detect.flip": False, "detect.enlarged_max_box": None,
+    "detect.flip": False, "detect.enlarged_max_box": 8,
 }  # fmt: skip
 
 # Keys that matter only beside others: the run they are changed in sets these too (the
@@ -95,6 +97,7 @@ CONTEXT: dict[str, dict[str, Any]] = {
     "data.train_split": {"data.root": "data/raw/variant"},
     "data.test_split": {"data.root": "data/raw/variant"},
     "backbone.weights": {"backbone.name": "vgg16"},
+    "detect.enlarged_max_box": {"detect.scales": [1.0, 1.5]},
 }  # fmt: skip
 
 # Keys checked at fewer stages than declare them, and why.
@@ -103,6 +106,16 @@ CHECKED_AT = {
     # reusing the file's fc6/fc7 needs the paper's 4096-wide head (test_backbones covers it).
     "backbone.weights": ["pretrain"],
 }
+
+# Keys a stage declares that cannot change what it computes, and why it declares them.
+DECLARED_UNCHANGED = {
+    ("backbone.freeze_below", "pretrain"): "pretraining trains every layer; it is recorded "
+    "with the backbone it starts the steps from",
+    **{(f"proposals.train_{n}", "export"): "the detector proposes with the test top-N; the "
+       "config it stores holds the whole proposals section" for n in ("pre_nms", "post_nms")},
+    **{("train.channels_last", stage): "it trains on the feature cache: no convolution of the "
+       "backbone runs" for stage in ("step3_rpn", "step4_fast_rcnn")},
+}  # fmt: skip
 
 # Declared keys that change no result on this machine, and why.
 UNCHANGED_HERE = {
@@ -139,6 +152,7 @@ DECLARED_BY = declared_by()
 def test_every_declared_key_has_an_alternative():
     assert set(DECLARED_BY) == set(ALTERNATIVES)
     assert set(CONTEXT) | set(UNCHANGED_HERE) | set(CHECKED_AT) <= set(DECLARED_BY)
+    assert all(stage in DECLARED_BY[key] for key, stage in DECLARED_UNCHANGED)
     assert all(set(CHECKED_AT[key]) <= set(DECLARED_BY[key]) for key in CHECKED_AT)
 
 
@@ -192,7 +206,7 @@ def with_keys(raw: dict, values: dict[str, Any]) -> dict:
 
 def moved(key: str, stage: str, before: dict, after: dict) -> str | None:
     """Why `stage`'s result is wrong after changing `key`, or None."""
-    if key in UNCHANGED_HERE:
+    if key in UNCHANGED_HERE or (key, stage) in DECLARED_UNCHANGED:
         return None if before == after else f"{stage}: {key} changed its result"
     return f"{stage}: {key} -> {ALTERNATIVES[key]!r} changed nothing" if before == after else None
 
@@ -227,4 +241,38 @@ def test_each_declared_key_reaches_what_its_stages_compute(key, reference, scrat
         run_stages(root, changed, stages_between(stages[0], refused[-1]))
         for stage in refused:
             failures.append(moved(key, stage.name, computed(source, stage), computed(root, stage)))
-    assert [f for f in failures if f] == []
+    problems = [f for f in failures if f]
+    assert not problems, "; ".join(problems)
+
+
+class Killed(Exception):
+    """Stands in for a kill right after a write marked its first shard done."""
+
+
+SHARDED = [PIPELINE[name] for name, keys in declared_params().items() if "store.shard_size" in keys]
+
+
+@pytest.mark.parametrize("stage", SHARDED, ids=[stage.name for stage in SHARDED])
+def test_a_killed_write_resumed_with_another_shard_size_ends_in_the_new_layout(
+    stage, reference, scratch, monkeypatch
+):
+    """A write killed after its first shard and rerun with `store.shard_size` changed must not
+    resume the old layout (the reference's shard size is 4; the rerun's 2)."""
+    source, raw = reference
+    root = copy_project(source, scratch / "project")
+    shutil.rmtree(root / stage.out)
+    mark = ArtifactWriter._mark_shard_done
+
+    def mark_then_die(self, array, shard):
+        mark(self, array, shard)
+        raise Killed
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ArtifactWriter, "_mark_shard_done", mark_then_die)
+        with pytest.raises(Killed):
+            run_stages(root, parse_params(raw), [stage])
+    run_stages(root, parse_params(set_key(raw, "store.shard_size", 2)), [stage])
+    with inside(root):
+        group = zarr.open_group(stage.out, mode="r")
+        sharded = [group[name] for name in group.array_keys() if group[name].shards]
+        assert sharded and all(array.shards[0] == 2 for array in sharded)

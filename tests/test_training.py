@@ -344,18 +344,19 @@ def step1_killed(tiny_data, tmp_path_factory):
     return root
 
 
-# One other value per key of train.step1 and of the keys every step shares: with any of them
-# changed, a rerun must start over; with a key that is not step 1's, it must resume.
+# One other value per key of train.step1: with any of them changed, a rerun must start over;
+# with a key that is not step 1's, it must resume. The keys every step shares, and pretraining's
+# schedule, are recorded by pretraining too: with one changed, step 1 refuses its weights.
 RESTARTS = {
-    **{f"step1.{k}": v for k, v in
-       {"iterations": 12, "images_per_batch": 1, "lr": 0.02, "lr_steps": [6], "lr_gamma": 0.5,
-        "warmup": 0}.items()},
-    "seed": 1, "momentum": 0.8, "weight_decay": 0.001, "amp": "bf16",
+    f"step1.{k}": v
+    for k, v in {"iterations": 12, "images_per_batch": 1, "lr": 0.02, "lr_steps": [6],
+                 "lr_gamma": 0.5, "warmup": 0}.items()
 }  # fmt: skip
-RESUMES = {"step2.lr": 0.5, "pretrain.lr": 0.5, "checkpoint_every": 3, "log_every": 5}
+RESUMES = {"step2.lr": 0.5, "checkpoint_every": 3, "log_every": 5}
+REFUSES = {"seed": 1, "momentum": 0.8, "weight_decay": 0.001, "amp": "bf16", "pretrain.lr": 0.5}
 
 
-@pytest.mark.parametrize("key", [None, *RESTARTS, *RESUMES])
+@pytest.mark.parametrize("key", [None, *RESTARTS, *RESUMES, *REFUSES])
 def test_a_killed_step_resumes_only_with_its_own_schedule_unchanged(
     key, step1_killed, tmp_path, monkeypatch
 ):
@@ -364,8 +365,12 @@ def test_a_killed_step_resumes_only_with_its_own_schedule_unchanged(
     root = shutil.copytree(step1_killed, tmp_path / "project")
     raw = with_changes(raw_params(), TINY)
     if key is not None:
-        raw = set_key(raw, f"train.{key}", {**RESTARTS, **RESUMES}[key])
+        raw = set_key(raw, f"train.{key}", {**RESTARTS, **RESUMES, **REFUSES}[key])
     params = parse_params(raw)
+    if key in REFUSES:
+        with inside(root), pytest.raises(ArtifactError, match=f"made with train.{key} ="):
+            stage_function(layout.STEP1_RPN.name)(params)
+        return
     executed = []
     step = loop._Updater.step
     monkeypatch.setattr(

@@ -49,12 +49,14 @@ def write_split_proposals(
         for k, v in to_dict(params.proposals).items()
         if k.startswith(prefix) or not k.startswith(("train_", "test_"))
     }
+    # Test views are never mirrored: only the train split's proposals depend on `augment`.
+    augment = {"augment": to_dict(params.augment)} if train else {}
     provenance = Provenance.of_stage(
         stage,
         params={
             "anchors": to_dict(params.anchors),
             "proposals": chosen,
-            "augment": to_dict(params.augment),
+            **augment,
             "store": params.store.sharding(),
         },
         inputs=inputs,

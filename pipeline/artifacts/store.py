@@ -33,6 +33,7 @@ from zarr.codecs import Crc32cCodec, ZstdCodec
 
 from pipeline import __version__, distributed
 from pipeline.artifacts.integrity import CheckedGroup, check_present, manifest_of, verify
+from pipeline.artifacts.lineage import check_lineage
 from pipeline.codebase import code_fingerprint
 from pipeline.config import Params, to_dict
 from pipeline.errors import ArtifactError, ParamError
@@ -352,10 +353,15 @@ def verify_artifact(path: str | Path) -> tuple[int, list[str]]:
     return len(attrs["manifest"]), verify(path, attrs["manifest"])
 
 
+# The `expect` key under which a reader passes all of this run's params: every params key an
+# input recorded must have this run's value (whether or not the reader names it).
+RECORDED_PARAMS = "params"
+
+
 def expect_params(params: Params, *keys: str) -> dict[str, Any]:
     """What an input's provenance must record for these params keys ("rpn", "data.min_size")
-    to be what this run would make: the `expect` of a reader."""
-    expected = {}
+    to be what this run would make, and no recorded key another value: a reader's `expect`."""
+    expected: dict[str, Any] = {RECORDED_PARAMS: to_dict(params)}
     for key in keys:
         value: Any = params
         for part in key.split("."):
@@ -371,13 +377,34 @@ def _plain(value: Any) -> Any:
 def check_expected(
     path: Path, attrs: Mapping[str, Any], expect: Mapping[str, Any] | None, fix: str
 ) -> None:
-    """Refuse an artifact whose recorded provenance differs from what the reader needs."""
-    for key, wanted in (expect or {}).items():
+    """Refuse an artifact whose recorded provenance differs from what the reader needs, or was
+    made from another lineage than the artifacts at its inputs' places now."""
+    named = {k: v for k, v in (expect or {}).items() if k != RECORDED_PARAMS}
+    for key, wanted in named.items():  # first: the reader's own words for what it needs
         found = _lookup(attrs, key)
         if found != wanted:
             raise ArtifactError(
                 f"{path}: stale, {key} is {json.dumps(found)} but this run expects "
                 f"{json.dumps(wanted)}; {fix}"
+            )
+    if expect and RECORDED_PARAMS in expect:
+        _check_recorded(path, attrs.get("params") or {}, expect[RECORDED_PARAMS], fix)
+    check_lineage(path, str(attrs.get("stage")), attrs.get("inputs") or {})
+
+
+def _check_recorded(
+    path: Path, recorded: Mapping[str, Any], current: Mapping[str, Any], fix: str, prefix: str = ""
+) -> None:
+    for key, value in recorded.items():
+        if key not in current:  # recorded under a name that is no params key
+            continue
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and isinstance(current[key], Mapping):
+            _check_recorded(path, value, current[key], fix, f"{name}.")
+        elif value != current[key]:
+            raise ArtifactError(
+                f"{path}: stale, made with {name} = {json.dumps(value)} but this run has "
+                f"{json.dumps(current[key])}; {fix}"
             )
 
 

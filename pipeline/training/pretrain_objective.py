@@ -13,6 +13,7 @@ from pipeline.data.views import ViewSet, batch_images
 from pipeline.model.backbones import Backbone
 from pipeline.model.crops import background_boxes, crop_images, jitter_boxes, zoom_out_boxes
 from pipeline.model.losses import mean_over_views
+from pipeline.training.backbone_features import BackboneFeatures
 
 ViewObjects = tuple[tuple[int, int], Tensor, Tensor]  # (height, width), boxes, classes
 
@@ -40,8 +41,10 @@ class CropClassification:
         classifier: nn.Linear,
         params: PretrainParams,
         device: torch.device,
+        channels_last: bool = False,
     ) -> None:
         self.backbone, self.classifier = backbone, classifier
+        self.features = BackboneFeatures(backbone, device, channels_last)
         self.params, self.device = params, device
 
     def __call__(
@@ -67,7 +70,7 @@ class CropClassification:
             boxes = torch.cat((objects, background))
             crops.append(crop_images(image, [boxes], self.params.crop_size))
             labels.append(torch.cat((classes.long(), torch.zeros(len(background)).long())))
-        logits = self.classifier(self.backbone(torch.cat(crops).to(self.device)).mean(dim=(2, 3)))
+        logits = self.classifier(self.features(torch.cat(crops)).mean(dim=(2, 3)))
         per_view = logits.split([len(v) for v in labels])
         terms = [
             {"crop_classification": F.cross_entropy(view_logits, view_labels.to(self.device))}

@@ -61,8 +61,8 @@ def train_and_save(training: StageTraining, params: Params) -> dict[str, float]:
     loss log; return the last logged losses (on rank 0; the other ranks return nothing)."""
     stage, step, parts, device = training.stage, training.step, training.parts, training.device
     schedule = getattr(params.train, step)
-    # The stage's own schedule is recorded as "step"; the other steps' schedules are not its
-    # provenance (a new pretrain lr must not restart step 1's checkpoints).
+    # The stage's own schedule is its provenance; the other steps' schedules are not (a new
+    # pretrain lr must not restart step 1's checkpoints).
     schedules = {
         f.name
         for f in dataclasses.fields(params.train)
@@ -75,7 +75,7 @@ def train_and_save(training: StageTraining, params: Params) -> dict[str, float]:
     }
     provenance = Provenance.of_stage(
         stage,
-        params={**training.sections, "train": common, "step": to_dict(schedule)},
+        params={**training.sections, "train": {**common, step: to_dict(schedule)}},
         inputs=training.inputs,
     )
     work = stage.out.with_name(stage.out.name + PARTIAL_SUFFIX)
