@@ -1,7 +1,7 @@
 """Does the suite bite? Put realistic one-line bugs into the source, one at a time, run the tests
 that should notice, and restore the source; print a table of which mutant each run caught.
 
-    python -m tests.mutants [--only N,N,...]
+    python -m tests.mutants [--only N,N,...] [--tests PATH ...]
 
 Not collected by pytest (a maintainer's tool: run it after changing a test, before trusting
 it). Each mutant replaces one exact, unique snippet of a source file."""
@@ -163,7 +163,7 @@ MUTANTS = [
 ]  # fmt: skip
 
 
-def run_mutant(mutant: Mutant) -> tuple[bool, str, float]:
+def run_mutant(mutant: Mutant, tests: tuple[str, ...]) -> tuple[bool, str, float]:
     """(caught, the last lines pytest printed, seconds); the source is restored either way."""
     path = REPO / mutant.file
     original = path.read_text()
@@ -174,7 +174,7 @@ def run_mutant(mutant: Mutant) -> tuple[bool, str, float]:
         path.write_text(original.replace(mutant.old, mutant.new))
         result = subprocess.run(
             [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
-             *mutant.tests],
+             *tests],
             cwd=REPO, capture_output=True, text=True, timeout=1800,
         )  # fmt: skip
     finally:
@@ -185,7 +185,8 @@ def run_mutant(mutant: Mutant) -> tuple[bool, str, float]:
 
 @click.command()
 @click.option("--only", default="", help="Comma-separated mutant numbers (1-based).")
-def main(only: str) -> None:
+@click.option("--tests", "override", multiple=True, help="Run these tests instead of each's own.")
+def main(only: str, override: tuple[str, ...]) -> None:
     chosen = [int(n) for n in only.split(",") if n] or range(1, len(MUTANTS) + 1)
     caught = 0
     print("| # | kind | file:line | breaks | caught by | result |")
@@ -194,9 +195,9 @@ def main(only: str) -> None:
         mutant = MUTANTS[number - 1]
         source = (REPO / mutant.file).read_text()
         line = source[: source.index(mutant.old)].count("\n") + 1
-        hit, tail, seconds = run_mutant(mutant)
+        hit, tail, seconds = run_mutant(mutant, override or mutant.tests)
         caught += hit
-        tests = ", ".join(t.split("::")[-1][:60] for t in mutant.tests)
+        tests = ", ".join(t.split("::")[-1][:60] for t in override or mutant.tests)
         verdict = "caught" if hit else f"SURVIVED ({tail})"
         print(f"| {number} | {mutant.kind} | {mutant.file}:{line} | {mutant.breaks} | {tests} "
               f"| {verdict}, {seconds:.0f} s |", flush=True)  # fmt: skip

@@ -113,8 +113,8 @@ DECLARED_UNCHANGED = {
     "with the backbone it starts the steps from",
     **{(f"proposals.train_{n}", "export"): "the detector proposes with the test top-N; the "
        "config it stores holds the whole proposals section" for n in ("pre_nms", "post_nms")},
-    **{("train.channels_last", stage): "it trains on the feature cache: no convolution of the "
-       "backbone runs" for stage in ("step3_rpn", "step4_fast_rcnn")},
+    ("train.channels_last", "step3_rpn"): "it trains on the feature cache: no convolution of "
+    "the backbone runs",
 }  # fmt: skip
 
 # Declared keys that change no result on this machine, and why.

@@ -2,10 +2,12 @@
 
 import dataclasses
 import logging
+import shutil
 
 import numpy as np
 import pytest
 
+from bench.project import inside
 from pipeline.artifacts import store
 from pipeline.artifacts.store import (
     ArtifactWriter,
@@ -16,7 +18,8 @@ from pipeline.artifacts.store import (
 )
 from pipeline.codebase import code_fingerprint
 from pipeline.errors import ArtifactError, ParamError
-from pipeline.layout import PREPARE
+from pipeline.layout import ANCHOR_TARGETS, PREPARE
+from tests.conftest import tiny_params
 
 PROVENANCE = Provenance("demo", params={"demo": {"k": 1}}, inputs={"upstream": "abc"})
 
@@ -155,3 +158,33 @@ def test_a_shard_that_would_not_fit_in_memory_is_refused_before_any_work(tmp_pat
 def test_a_shard_size_beyond_the_array_is_one_shard(tmp_path):
     writer = write_demo(tmp_path / "demo.zarr", shard=1_000_000_000)
     assert writer.group["values"].shards == (10, 2, 3)
+
+
+def test_every_recorded_params_key_must_have_this_runs_value_but_the_shard_size(tmp_path):
+    """A reader passing all its params (`expect_params`) refuses an input that recorded any key
+    with another value, named by its dotted path, whether or not the reader names the key;
+    the shard size only changes how an input is stored, so it is not compared."""
+    params = tiny_params()
+    recorded = {"rpn": store.to_dict(params.rpn), "store": {"shard_size": 99}, "other": 1}
+    out = tmp_path / "demo.zarr"
+    write_demo(out, provenance=Provenance("demo", params=recorded, inputs={})).commit()
+    open_artifact(out, "demo", expect=store.expect_params(params))
+    changed = dataclasses.replace(params, rpn=dataclasses.replace(params.rpn, box_sigma=9.0))
+    with pytest.raises(ArtifactError, match=r"made with rpn.box_sigma = 3.0 but this run has 9"):
+        open_artifact(out, "demo", expect=store.expect_params(changed))
+
+
+def test_an_input_made_from_another_version_of_its_own_input_is_refused(tmp_path):
+    """At their layout places: an artifact recording another fingerprint for its input than the
+    input there now has is refused, naming the artifact."""
+    with inside(tmp_path):
+        source = write_demo(PREPARE.out, provenance=Provenance(PREPARE.name, {}, {}))
+        source.commit()
+        made_from = open_artifact(PREPARE.out, PREPARE.name).attrs["fingerprint"]
+        reader = ANCHOR_TARGETS.out
+        write_demo(reader, Provenance(ANCHOR_TARGETS.name, {}, {"prepared": made_from})).commit()
+        open_artifact(reader, ANCHOR_TARGETS.name)
+        shutil.rmtree(PREPARE.out)
+        write_demo(PREPARE.out, provenance=Provenance(PREPARE.name, {"k": 2}, {})).commit()
+        with pytest.raises(ArtifactError, match="anchor_targets.zarr: stale, made from another"):
+            open_artifact(reader, ANCHOR_TARGETS.name)
