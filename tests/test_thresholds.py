@@ -50,9 +50,15 @@ def test_proposal_nms_suppresses_exactly_above_proposals_nms_iou(nms_iou):
     torch.testing.assert_close(scores, torch.sigmoid(logits)[KEPT_AT[nms_iou]])
 
 
-def test_roi_sampling_splits_foreground_and_background_at_the_roi_thresholds():
+# At fg_iou 0.6 the RoIs at IoU 0.55 are neither foreground nor background (under fg_iou, over
+# bg_iou_high): none is sampled.
+@pytest.mark.parametrize(("fg_fraction", "fg_iou", "foreground"), [(0.25, 0.5, 4), (0.5, 0.5, 8),
+                                                                   (0.25, 0.6, 0)])  # fmt: skip
+def test_roi_sampling_splits_foreground_and_background_at_the_roi_thresholds(
+    fg_fraction, fg_iou, foreground
+):
     p = tiny_params()
-    roi = dataclasses.replace(p.roi, batch_size=16, fg_fraction=0.25, fg_iou=0.5,
+    roi = dataclasses.replace(p.roi, batch_size=16, fg_fraction=fg_fraction, fg_iou=fg_iou,
                               bg_iou_low=0.1, bg_iou_high=0.5)  # fmt: skip
     head = build_head(p.backbone, roi, 8, 3, p.anchors.stride)
     iou = torch.tensor([0.55] * 20 + [0.45] * 20 + [0.05] * 20)
@@ -64,6 +70,6 @@ def test_roi_sampling_splits_foreground_and_background_at_the_roi_thresholds():
     )
     picked = iou[rois[:, 0].long()]
     assert len(rois) == 16
-    assert int((classes == 2).sum()) == 4  # 16 x fg_fraction, all at IoU 0.55
+    assert int((classes == 2).sum()) == foreground
     assert (picked[classes == 2] == 0.55).all()
     assert (picked[classes == 0] == 0.45).all()  # 0.05 is under bg_iou_low
