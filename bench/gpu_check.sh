@@ -9,7 +9,8 @@
 #   3. step3_features and step3_rpn under torchrun with one NCCL rank (gloo on a CPU).
 #
 #   bash bench/gpu_check.sh [OUT]      # OUT: where the logs go (default: ./gpu_check)
-#   DEVICE=cpu IMAGES=4 ITERATIONS=2 SIZE=96 bash bench/gpu_check.sh   # the script itself, here
+#   DEVICE=cpu IMAGES=4 ITERATIONS=2 SIZE=96 BENCH_PROFILE=default bash bench/gpu_check.sh
+#                                      # the script itself, on a CPU, in minutes
 set -euo pipefail
 
 out=$(realpath -m "${1:-${OUT:-gpu_check}}")
@@ -88,7 +89,8 @@ print(f"resumed vs uninterrupted step 2: largest difference {worst:.2e} of the t
 EOF
 
 echo "== 2. bench.gpu" | tee "$out/bench_gpu.txt"
-(cd "$repo" && python -m bench.gpu --device "$device" --images 16 --iterations 10) 2>&1 |
+(cd "$repo" && python -m bench.gpu --device "$device" --profile "${BENCH_PROFILE:-vgg16}" \
+    --images 16 --iterations 10) 2>&1 |
     tee -a "$out/bench_gpu.txt"
 
 echo "== 3. one NCCL rank under torchrun" | tee "$out/distributed.log"
