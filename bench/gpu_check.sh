@@ -9,7 +9,8 @@
 #   3. step3_features and step3_rpn under torchrun with one NCCL rank (gloo on a CPU).
 #
 #   bash bench/gpu_check.sh [OUT]      # OUT: where the logs go (default: ./gpu_check)
-#   DEVICE=cpu IMAGES=4 ITERATIONS=2 SIZE=96 BENCH_PROFILE=default bash bench/gpu_check.sh
+#   DEVICE=cpu IMAGES=4 ITERATIONS=2 SIZE=96 BENCH_PROFILE=default BENCH_IMAGES=2 \
+#     BENCH_ITERATIONS=1 bash bench/gpu_check.sh
 #                                      # the script itself, on a CPU, in minutes
 set -euo pipefail
 
@@ -41,7 +42,8 @@ raw["synthetic"].update(num_trainval=images, num_test=max(images // 2, 2),
                         min_side=size, max_side=size * 5 // 3)
 raw["data"].update(min_size=size, max_size=size * 5 // 3)
 raw["backbone"].update(name="vgg16", weights=None, freeze_below="conv3_1")
-raw["anchors"].update(stride=16, scales=[8, 16, 32])
+# the paper's 8, 16, 32 at 600 px; a smaller trial scales them with the images
+raw["anchors"].update(stride=16, scales=[max(1, round(x * size / 600)) for x in (8, 16, 32)])
 raw["rpn"]["channels"] = 512
 raw["roi"]["fc_dim"] = 4096
 raw["detect"].update(scales=[1.0], flip=False)
@@ -56,7 +58,9 @@ cp params.yaml "$out/params.yaml"
 stages=$(python -c "from pipeline.layout import STAGES; print(' '.join(s.name for s in STAGES))")
 run_all() {
     if command -v dvc >/dev/null; then
-        git init -q && dvc init -q && dvc repro && dvc status
+        git init -q && dvc init -q && git add -A &&  # the stages' loggers want a commit
+            git -c user.name=gpu-check -c user.email=gpu-check@localhost commit -qm check &&
+            dvc repro && dvc status
     else
         echo "dvc is not installed: the stages run in dvc.yaml's order instead"
         for stage in $stages; do
@@ -90,7 +94,7 @@ EOF
 
 echo "== 2. bench.gpu" | tee "$out/bench_gpu.txt"
 (cd "$repo" && python -m bench.gpu --device "$device" --profile "${BENCH_PROFILE:-vgg16}" \
-    --images 16 --iterations 10) 2>&1 |
+    --images "${BENCH_IMAGES:-16}" --iterations "${BENCH_ITERATIONS:-10}") 2>&1 |
     tee -a "$out/bench_gpu.txt"
 
 echo "== 3. one NCCL rank under torchrun" | tee "$out/distributed.log"
