@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Stage commands in dvc.yaml call `python`: make it the environment's.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup repro test test-fast lint deps bench clean
+.PHONY: setup repro test test-fast lint dvc-yaml bench clean
 
 setup: $(STAMP)
 
@@ -27,9 +27,9 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow"
 
-# Rewrite dvc.yaml's code deps from the stages' imports (`frcnn deps --check` verifies them).
-deps: $(STAMP)
-	$(BIN)/frcnn deps --write
+# Write dvc.yaml from the stage declarations and imports (`frcnn dvc-yaml --check` verifies it).
+dvc-yaml: $(STAMP)
+	$(BIN)/frcnn dvc-yaml --write
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

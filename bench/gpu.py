@@ -29,8 +29,9 @@ from pipeline import layout
 from pipeline.artifacts.exported_model import load_detector
 from pipeline.artifacts.features import CachedFeatures, Features
 from pipeline.artifacts.prepared import PreparedDataset
+from pipeline.artifacts.reads import StageInputs
+from pipeline.artifacts.views import ViewSet, make_views
 from pipeline.data.records import TRAIN
-from pipeline.data.views import ViewSet, make_views
 from pipeline.training.backbone_features import initial_backbone
 from pipeline.training.loop import autocast, batch_at
 
@@ -54,7 +55,9 @@ def torchvision_training(params, device, iterations: int, amp: str) -> float:
     prepared = PreparedDataset(layout.PREPARE.out)
     views = ViewSet(prepared, make_views(prepared.split, params.augment.flip))
     train_views = views.of_split(TRAIN)
-    model = torchvision_detector(params, initial_backbone(params)[0], len(prepared.classes))
+    model = torchvision_detector(
+        params, initial_backbone(StageInputs(layout.STEP1_RPN, params)), len(prepared.classes)
+    )
     model.to(device).train()
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-5)
 

@@ -30,10 +30,11 @@ from tqdm import tqdm
 from bench.peer_model import torchvision_detector
 from pipeline import layout
 from pipeline.artifacts.prepared import PreparedDataset
+from pipeline.artifacts.reads import StageInputs
+from pipeline.artifacts.views import ViewSet, make_views
 from pipeline.config import Params, load_params
 from pipeline.data.images import normalise
 from pipeline.data.records import TEST, TRAIN
-from pipeline.data.views import ViewSet, make_views
 from pipeline.devices import resolve_device
 from pipeline.evaluation.metrics import (
     ImageDetections,
@@ -133,7 +134,7 @@ def peer_backbone(params: Params, start: str) -> Backbone:
     `pretrain` starts from (the same seeded init; ImageNet's where `backbone.weights` names
     them, as a user without this pipeline would start)."""
     if start == "pretrained":
-        return initial_backbone(params)[0]
+        return initial_backbone(StageInputs(layout.STEP1_RPN, params))
     seeded_init(params, layout.PRETRAIN)
     backbone = build_backbone(params.backbone, params.anchors.stride)
     backbone.freeze_below(params.backbone.freeze_below)

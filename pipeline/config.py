@@ -108,10 +108,6 @@ class StoreParams:
     # How step 3 stores the features; bf16/fp16 halve the cache, steps 3-4 compute in fp32.
     feature_dtype: Literal["float32", "float16", "bfloat16"]
 
-    def sharding(self) -> dict[str, int]:
-        """What every artifact's layout depends on (the feature cache also on the dtype)."""
-        return {"shard_size": self.shard_size}
-
 
 @dataclass(frozen=True)
 class AnchorParams:
@@ -312,15 +308,24 @@ def parse_params(raw: Any, source: str = "params.yaml") -> Params:
         raise ParamError(f"{source}: {exc}") from None
 
 
-# What step 2's saved backbone was built for: its params section and the stride (the max-pools
-# it has), which step 3 and export use it at. Pretraining records no stride: its weights fit
-# either (`pretrain.stride`).
-BACKBONE_KEYS = ("backbone", "anchors.stride")
+def param_value(params: Params, key: str) -> Any:
+    """The value of a dotted params key ("rpn", "data.min_size") as plain JSON-able values."""
+    value: Any = params
+    for part in key.split("."):
+        value = getattr(value, part)
+    return to_dict(value) if dataclasses.is_dataclass(value) else _jsonable(value)
 
 
-def backbone_sections(params: Params) -> dict[str, Any]:
-    """The provenance of a saved backbone: the sections of BACKBONE_KEYS."""
-    return {"backbone": to_dict(params.backbone), "anchors": {"stride": params.anchors.stride}}
+def params_subset(params: Params, keys: tuple[str, ...]) -> dict[str, Any]:
+    """The params of `keys` as nested sections holding those keys only: what a stage records."""
+    subset: dict[str, Any] = {}
+    for key in keys:
+        *sections, last = key.split(".")
+        inner = subset
+        for section in sections:
+            inner = inner.setdefault(section, {})
+        inner[last] = param_value(params, key)
+    return subset
 
 
 def to_dict(section: Any) -> dict[str, Any]:

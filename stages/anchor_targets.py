@@ -4,46 +4,27 @@ from pathlib import Path
 
 from pipeline.artifacts.anchor_targets import write_anchor_targets
 from pipeline.artifacts.prepared import PreparedDataset
-from pipeline.artifacts.store import Provenance
-from pipeline.config import AnchorParams, AnchorTargetParams, Params, StoreParams, to_dict
-from pipeline.data.views import ViewSet, make_views
+from pipeline.artifacts.provenance import Provenance
+from pipeline.artifacts.reads import StageInputs
+from pipeline.artifacts.views import ViewSet, make_views
+from pipeline.config import Params
 from pipeline.layout import ANCHOR_TARGETS, PREPARE
 from pipeline.runner import stage_command
 
 
-def label_anchors(
-    prepared: PreparedDataset,
-    flip: bool,
-    anchors: AnchorParams,
-    targets: AnchorTargetParams,
-    store: StoreParams,
-    out: Path,
-) -> dict:
+def label_anchors(params: Params, prepared: PreparedDataset, out: Path) -> dict:
     """Label every anchor of every view of `prepared` and write the artifact to `out`."""
-    provenance = Provenance.of_stage(
-        ANCHOR_TARGETS,
-        params={
-            "anchors": to_dict(anchors),
-            "anchor_targets": to_dict(targets),
-            "augment": {"flip": flip},
-            "store": store.sharding(),
-        },
-        inputs={"prepared": prepared.fingerprint},
+    provenance = Provenance.of_stage(ANCHOR_TARGETS, params, {PREPARE.name: prepared.fingerprint})
+    views = ViewSet(prepared, make_views(prepared.split, params.augment.flip))
+    return write_anchor_targets(
+        out, provenance, views, params.anchors, params.anchor_targets, params.store.shard_size
     )
-    views = ViewSet(prepared, make_views(prepared.split, flip))
-    return write_anchor_targets(out, provenance, views, anchors, targets, store.shard_size)
 
 
 def run(params: Params) -> dict:
     """Label every anchor of every view and write the anchor-target Zarr artifact."""
-    return label_anchors(
-        PreparedDataset(PREPARE.out),
-        params.augment.flip,
-        params.anchors,
-        params.anchor_targets,
-        params.store,
-        ANCHOR_TARGETS.out,
-    )
+    prepared = StageInputs(ANCHOR_TARGETS, params).open(PREPARE, PreparedDataset.of)
+    return label_anchors(params, prepared, ANCHOR_TARGETS.out)
 
 
 main = stage_command(ANCHOR_TARGETS, run, ranks=True)

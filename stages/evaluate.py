@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -13,14 +14,16 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from pipeline.artifacts.exported_model import load_detector
+from pipeline.artifacts.exported_model import detector_of
 from pipeline.artifacts.prepared import PreparedDataset
 from pipeline.artifacts.proposals import Proposals
+from pipeline.artifacts.reads import StageInputs
 from pipeline.config import Params
 from pipeline.data.images import normalise
 from pipeline.data.records import TEST
+from pipeline.evaluation.charts import save_png
 from pipeline.evaluation.drawing import auto_scale, draw_outcomes
-from pipeline.evaluation.figures import ap_by_size, pr_curves, save_png
+from pipeline.evaluation.figures import ap_by_size, pr_curves
 from pipeline.evaluation.metrics import (
     ImageDetections,
     ImageTruth,
@@ -37,8 +40,8 @@ from pipeline.layout import (
     PREPARE,
     STEP1_TEST_PROPOSALS,
     STEP3_TEST_PROPOSALS,
-    Stage,
 )
+from pipeline.model.faster_rcnn import FasterRCNN
 from pipeline.runner import stage_command
 
 SAMPLES = 6
@@ -60,10 +63,9 @@ def ground_truth_of(prepared: PreparedDataset, images: np.ndarray) -> list[Image
 
 @torch.no_grad()
 def detect_prepared(
-    model_path: Path, prepared: PreparedDataset, images: np.ndarray
+    detector: FasterRCNN, prepared: PreparedDataset, images: np.ndarray
 ) -> list[ImageDetections]:
-    """Detections of the exported model on prepared images, in original pixels."""
-    detector = load_detector(model_path)
+    """Detections of the exported detector on prepared images, in original pixels."""
     found = []
     for i in tqdm(images, desc=EVALUATE.name, unit="img", leave=False, disable=None):
         size = tuple(int(v) for v in prepared.image_sizes[i])
@@ -75,25 +77,26 @@ def detect_prepared(
     return found
 
 
-def evaluate(prepared_path: Path, model_path: Path, proposals: dict[str, Stage], out: Path) -> dict:
-    """Measure the detector in `model_path` on the test images; `proposals` maps a metric name
-    to a test-proposal artifact whose recall to report."""
-    prepared = PreparedDataset(prepared_path)
+def evaluate(
+    prepared: PreparedDataset,
+    detector: FasterRCNN,
+    proposals: Mapping[str, Proposals],
+    out: Path,
+) -> dict:
+    """Measure `detector` on the test images of `prepared`; `proposals` maps a metric name to
+    a test-proposal artifact whose recall to report."""
     images = np.nonzero(prepared.split == TEST)[0]
     truths = ground_truth_of(prepared, images)
-    found = detect_prepared(model_path, prepared, images)
+    found = detect_prepared(detector, prepared, images)
     metrics, curves = voc_metrics(truths, found, prepared.classes)
     sizes = [tuple(int(v) for v in prepared.original_sizes[i]) for i in images]
     results = coco_results(found, prepared.classes)
     for result in results:
         result["image_name"] = prepared.image_ids[images[result["image_id"] - 1]]
     metrics.update(coco_metrics(coco_ground_truth(truths, sizes, prepared.classes), results))
-    for name, stage in proposals.items():
+    for name, test_proposals in proposals.items():
         recall = proposal_recall(
-            truths,
-            _test_proposals(Proposals(stage.out, stage.name), prepared),
-            RECALL_TOP,
-            (0.5, 0.7),
+            truths, _test_proposals(test_proposals, prepared), RECALL_TOP, (0.5, 0.7)
         )
         metrics[name] = recall
 
@@ -151,8 +154,14 @@ def _samples(
 
 def run(params: Params) -> dict:
     """Measure the exported detector on the test split: VOC and COCO AP, proposal recall."""
-    proposals = {"step1_proposals": STEP1_TEST_PROPOSALS, "step3_proposals": STEP3_TEST_PROPOSALS}
-    return evaluate(PREPARE.out, EXPORT.out, proposals, EVALUATE.out)
+    inputs = StageInputs(EVALUATE, params)
+    prepared = inputs.open(PREPARE, PreparedDataset.of)
+    detector = detector_of(inputs.model(EXPORT))
+    proposals = {
+        "step1_proposals": inputs.open(STEP1_TEST_PROPOSALS, Proposals.of),
+        "step3_proposals": inputs.open(STEP3_TEST_PROPOSALS, Proposals.of),
+    }
+    return evaluate(prepared, detector, proposals, EVALUATE.out)
 
 
 main = stage_command(EVALUATE, run)

@@ -3,10 +3,9 @@ detector, with the config inference needs."""
 
 from pipeline.artifacts.exported_model import save_detector
 from pipeline.artifacts.features import Features
-from pipeline.artifacts.model_files import load_model
 from pipeline.artifacts.prepared import PreparedDataset
-from pipeline.artifacts.store import Provenance, expect_params
-from pipeline.config import BACKBONE_KEYS, Params, to_dict
+from pipeline.artifacts.reads import StageInputs
+from pipeline.config import Params
 from pipeline.layout import (
     EXPORT,
     PREPARE,
@@ -21,20 +20,14 @@ from pipeline.runner import stage_command
 
 def run(params: Params) -> None:
     """Put the step-2 backbone, step-3 RPN and step-4 head into one detector."""
-    # Every part must have been made with the params the detector's config will record.
-    prepared = PreparedDataset(PREPARE.out, expect_params(params, "data.min_size", "data.max_size"))
-    detector = load_model(
-        STEP2_FAST_RCNN.out, STEP2_FAST_RCNN.name, expect_params(params, *BACKBONE_KEYS, "roi")
-    )
-    rpn = load_model(STEP3_RPN.out, STEP3_RPN.name, expect_params(params, "rpn", "anchors"))
-    head = load_model(STEP4_FAST_RCNN.out, STEP4_FAST_RCNN.name, expect_params(params, "roi"))
-    Features(  # the RPN and head were trained on this backbone's features, not another's
-        STEP3_FEATURES.out,
-        expect={
-            **expect_params(params, "augment"),
-            f"inputs.{STEP2_FAST_RCNN.name}": detector["fingerprint"],
-        },
-    )
+    # Every part must have been made with the params the detector's config records, and the
+    # RPN and head trained on the features of this backbone, not another's.
+    inputs = StageInputs(EXPORT, params)
+    prepared = inputs.open(PREPARE, PreparedDataset.of)
+    detector = inputs.model(STEP2_FAST_RCNN)
+    inputs.open(STEP3_FEATURES, Features.of)
+    rpn = inputs.model(STEP3_RPN)
+    head = inputs.model(STEP4_FAST_RCNN)
     config = DetectorConfig(
         backbone=params.backbone,
         anchors=params.anchors,
@@ -46,21 +39,12 @@ def run(params: Params) -> None:
         min_size=params.data.min_size,
         max_size=params.data.max_size,
     )
-    provenance = Provenance.of_stage(
-        EXPORT,
-        params={"detect": to_dict(params.detect)},
-        inputs={
-            STEP2_FAST_RCNN.name: detector["fingerprint"],
-            STEP3_RPN.name: rpn["fingerprint"],
-            STEP4_FAST_RCNN.name: head["fingerprint"],
-        },
-    )
     parts = {
         "backbone": detector["parts"]["backbone"],
         "rpn": rpn["parts"]["rpn"],
         "head": head["parts"]["head"],
     }
-    save_detector(EXPORT.out, provenance, config, parts)
+    save_detector(EXPORT.out, inputs.provenance(), config, parts)
 
 
 main = stage_command(EXPORT, run)

@@ -4,8 +4,8 @@ import logging
 from pathlib import Path
 
 from pipeline.artifacts.prepared import write_prepared
-from pipeline.artifacts.store import Provenance
-from pipeline.config import DataParams, Params, StoreParams, to_dict
+from pipeline.artifacts.reads import StageInputs
+from pipeline.config import Params
 from pipeline.data.catalog import plan_dataset
 from pipeline.layout import PREPARE
 from pipeline.runner import stage_command
@@ -13,15 +13,11 @@ from pipeline.runner import stage_command
 log = logging.getLogger(__name__)
 
 
-def prepare_dataset(data: DataParams, store: StoreParams, out: Path) -> dict:
+def prepare_dataset(params: Params, out: Path) -> dict:
     """Read the dataset `data` names, resize it and write the prepared artifact to `out`."""
-    plan = plan_dataset(data)
-    provenance = Provenance.of_stage(
-        PREPARE,
-        params={"data": to_dict(data), "store": store.sharding()},
-        inputs={"dataset": plan.fingerprint},
-    )
-    summary = write_prepared(out, provenance, plan, store.shard_size)
+    plan = plan_dataset(params.data)
+    provenance = StageInputs(PREPARE, params).provenance(dataset=plan.fingerprint)
+    summary = write_prepared(out, provenance, plan, params.store.shard_size)
     if plan.boxes_clipped:
         log.warning("%s: %d boxes clipped to their image", PREPARE.name, plan.boxes_clipped)
     return summary
@@ -29,7 +25,7 @@ def prepare_dataset(data: DataParams, store: StoreParams, out: Path) -> dict:
 
 def run(params: Params) -> dict:
     """Resize the dataset named by `data` and write it as the prepared Zarr artifact."""
-    return prepare_dataset(params.data, params.store, PREPARE.out)
+    return prepare_dataset(params, PREPARE.out)
 
 
 main = stage_command(PREPARE, run)

@@ -11,10 +11,10 @@ from torch import nn
 
 from pipeline.artifacts.model_files import save_model
 from pipeline.artifacts.prepared import PreparedDataset
-from pipeline.artifacts.store import Provenance
-from pipeline.config import Params, to_dict
+from pipeline.artifacts.reads import StageInputs
+from pipeline.artifacts.views import ViewSet, make_views
+from pipeline.config import Params
 from pipeline.data.records import TRAIN
-from pipeline.data.views import ViewSet, make_views
 from pipeline.devices import resolve_device
 from pipeline.layout import PREPARE, PRETRAIN
 from pipeline.model.backbones import build_backbone
@@ -25,14 +25,15 @@ from pipeline.training.train_and_save import StageTraining, seeded_init, train_a
 
 def training(params: Params) -> StageTraining:
     """Crop classification from random weights: what trains when no weights are given."""
+    inputs = StageInputs(PRETRAIN, params)
     seeded_init(params, PRETRAIN)
     backbone = build_backbone(params.backbone, params.pretrain.stride)
     device = resolve_device(params.train.device)
-    prepared = PreparedDataset(PREPARE.out)
+    prepared = inputs.open(PREPARE, PreparedDataset.of)
     views = ViewSet(prepared, make_views(prepared.split, params.augment.flip))
     classifier = nn.Linear(backbone.out_channels, len(prepared.classes))  # with background
     return StageTraining(
-        PRETRAIN,
+        inputs,
         "pretrain",
         {"backbone": backbone, "classifier": classifier},
         ObjectBatch(views),
@@ -40,12 +41,6 @@ def training(params: Params) -> StageTraining:
             backbone, classifier, params.pretrain, device, params.train.channels_last
         ),
         views.of_split(TRAIN),
-        sections={
-            "backbone": to_dict(params.backbone),
-            "pretrain": to_dict(params.pretrain),
-            "augment": to_dict(params.augment),
-        },
-        inputs={PREPARE.name: prepared.fingerprint},
         device=device,
         in_memory=prepared.keep_images_in_memory(params.train.images_in_memory),
     )
@@ -55,12 +50,11 @@ def run(params: Params) -> dict:
     """Write the initial backbone: the given weights, or one pretrained on crops."""
     if params.backbone.weights is None:
         return train_and_save(training(params), params)
+    inputs = StageInputs(PRETRAIN, params)
+    inputs.open(PREPARE, PreparedDataset.of)  # the same inputs whichever way it starts
     seeded_init(params, PRETRAIN)
     backbone = build_backbone(params.backbone, params.pretrain.stride)
-    provenance = Provenance.of_stage(
-        PRETRAIN, params={"backbone": to_dict(params.backbone)}, inputs={}
-    )
-    save_model(PRETRAIN.out, provenance, {"backbone": backbone.state_dict()})
+    save_model(PRETRAIN.out, inputs.provenance(), {"backbone": backbone.state_dict()})
     return {"weights": params.backbone.weights}
 
 

@@ -3,12 +3,12 @@ step 1 of the four-step alternating training)."""
 
 from pipeline.artifacts.anchor_targets import AnchorTargets
 from pipeline.artifacts.prepared import PreparedDataset
-from pipeline.artifacts.store import expect_params
-from pipeline.config import Params, to_dict
+from pipeline.artifacts.reads import StageInputs
+from pipeline.artifacts.views import ViewImages, ViewSet
+from pipeline.config import Params
 from pipeline.data.records import TRAIN
-from pipeline.data.views import ViewImages, ViewSet
 from pipeline.devices import resolve_device
-from pipeline.layout import ANCHOR_TARGETS, PREPARE, PRETRAIN, STEP1_RPN
+from pipeline.layout import ANCHOR_TARGETS, PREPARE, STEP1_RPN
 from pipeline.model.rpn import build_rpn
 from pipeline.runner import stage_command
 from pipeline.training.backbone_features import BackboneFeatures, initial_backbone
@@ -19,16 +19,11 @@ from pipeline.training.train_and_save import StageTraining, seeded_init, train_a
 def training(params: Params) -> StageTraining:
     """Step 1: train the RPN and the backbone from the initial weights."""
     device = resolve_device(params.train.device)
-    prepared = PreparedDataset(PREPARE.out)
-    targets = AnchorTargets(
-        ANCHOR_TARGETS.out,
-        expect={
-            **expect_params(params, "anchors", "augment"),
-            "inputs.prepared": prepared.fingerprint,
-        },
-    )
+    inputs = StageInputs(STEP1_RPN, params)
+    prepared = inputs.open(PREPARE, PreparedDataset.of)
+    targets = inputs.open(ANCHOR_TARGETS, AnchorTargets.of)
     views = ViewSet(prepared, targets.views)
-    backbone, pretrained = initial_backbone(params)
+    backbone = initial_backbone(inputs)
     seeded_init(params, STEP1_RPN)
     rpn = build_rpn(params.anchors, params.rpn, backbone.out_channels)
     features = BackboneFeatures(backbone, device, params.train.channels_last)
@@ -36,18 +31,12 @@ def training(params: Params) -> StageTraining:
     # they share the images in memory.
     prepared.keep_images_in_memory(params.train.images_in_memory)
     return StageTraining(
-        STEP1_RPN,
+        inputs,
         "step1",
         {"backbone": backbone, "rpn": rpn},
         AnchorTargetBatch(ViewImages(views), targets),
         RPNLoss(rpn, features, params.rpn),
         views.of_split(TRAIN),
-        sections={
-            "backbone": to_dict(params.backbone),
-            "rpn": to_dict(params.rpn),
-            "anchors": to_dict(params.anchors),
-        },
-        inputs={ANCHOR_TARGETS.name: targets.fingerprint, PRETRAIN.name: pretrained},
         device=device,
     )
 

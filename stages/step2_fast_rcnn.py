@@ -5,11 +5,11 @@ import numpy as np
 
 from pipeline.artifacts.prepared import PreparedDataset
 from pipeline.artifacts.proposal_targets import ProposalTargets
-from pipeline.artifacts.store import expect_params
-from pipeline.config import Params, backbone_sections, to_dict
-from pipeline.data.views import ViewImages, ViewSet
+from pipeline.artifacts.reads import StageInputs
+from pipeline.artifacts.views import ViewImages, ViewSet
+from pipeline.config import Params
 from pipeline.devices import resolve_device
-from pipeline.layout import PREPARE, PRETRAIN, STEP1_PROPOSAL_TARGETS, STEP2_FAST_RCNN
+from pipeline.layout import PREPARE, STEP1_PROPOSAL_TARGETS, STEP2_FAST_RCNN
 from pipeline.model.roi_head import build_head
 from pipeline.runner import stage_command
 from pipeline.training.backbone_features import BackboneFeatures, initial_backbone
@@ -20,14 +20,11 @@ from pipeline.training.train_and_save import StageTraining, seeded_init, train_a
 def training(params: Params) -> StageTraining:
     """Step 2: train Fast R-CNN and the backbone, from the initial weights, on step-1 proposals."""
     device = resolve_device(params.train.device)
-    prepared = PreparedDataset(PREPARE.out)
-    targets = ProposalTargets(
-        STEP1_PROPOSAL_TARGETS.out,
-        STEP1_PROPOSAL_TARGETS.name,
-        expect={**expect_params(params, "roi.box_stds"), "inputs.prepared": prepared.fingerprint},
-    )
+    inputs = StageInputs(STEP2_FAST_RCNN, params)
+    prepared = inputs.open(PREPARE, PreparedDataset.of)
+    targets = inputs.open(STEP1_PROPOSAL_TARGETS, ProposalTargets.of)
     views = ViewSet(prepared, targets.views)
-    backbone, pretrained = initial_backbone(params)
+    backbone = initial_backbone(inputs)
     seeded_init(params, STEP2_FAST_RCNN)
     head = build_head(
         params.backbone, params.roi, backbone.out_channels, len(prepared.classes), backbone.stride
@@ -37,14 +34,12 @@ def training(params: Params) -> StageTraining:
     # they share the images in memory.
     prepared.keep_images_in_memory(params.train.images_in_memory)
     return StageTraining(
-        STEP2_FAST_RCNN,
+        inputs,
         "step2",
         {"backbone": backbone, "head": head},
         ProposalTargetBatch(ViewImages(views), targets),
         FastRCNNLoss(head, features, params.roi),
         np.arange(len(views)),  # proposal targets hold the train views only
-        sections={**backbone_sections(params), "roi": to_dict(params.roi)},
-        inputs={STEP1_PROPOSAL_TARGETS.name: targets.fingerprint, PRETRAIN.name: pretrained},
         device=device,
     )
 

@@ -2,11 +2,10 @@
 view (paper section 3.2, step 3): steps 3 and 4 train from this cache, never from images."""
 
 from pipeline.artifacts.features import write_features
-from pipeline.artifacts.model_files import load_model
 from pipeline.artifacts.prepared import PreparedDataset
-from pipeline.artifacts.store import Provenance, expect_params
-from pipeline.config import BACKBONE_KEYS, Params, to_dict
-from pipeline.data.views import ViewSet, make_views
+from pipeline.artifacts.reads import StageInputs
+from pipeline.artifacts.views import ViewSet, make_views
+from pipeline.config import Params
 from pipeline.devices import resolve_device
 from pipeline.layout import PREPARE, STEP2_FAST_RCNN, STEP3_FEATURES
 from pipeline.model.backbones import saved_backbone
@@ -16,23 +15,14 @@ from pipeline.runner import stage_command
 def run(params: Params) -> dict:
     """Step 3: cache the features of the step-2 backbone, frozen from here on."""
     device = resolve_device(params.train.device)
-    prepared = PreparedDataset(PREPARE.out)
-    saved = load_model(
-        STEP2_FAST_RCNN.out, STEP2_FAST_RCNN.name, expect_params(params, *BACKBONE_KEYS)
-    )
+    inputs = StageInputs(STEP3_FEATURES, params)
+    prepared = inputs.open(PREPARE, PreparedDataset.of)
+    saved = inputs.model(STEP2_FAST_RCNN)
     backbone = saved_backbone(params.backbone, params.anchors.stride, saved["parts"]["backbone"])
     views = ViewSet(prepared, make_views(prepared.split, params.augment.flip))
-    provenance = Provenance.of_stage(
-        STEP3_FEATURES,
-        params={
-            "augment": to_dict(params.augment),
-            "store": {**params.store.sharding(), "feature_dtype": params.store.feature_dtype},
-        },
-        inputs={STEP2_FAST_RCNN.name: saved["fingerprint"], "prepared": prepared.fingerprint},
-    )
     return write_features(
         STEP3_FEATURES.out,
-        provenance,
+        inputs.provenance(),
         backbone,
         views,
         device,

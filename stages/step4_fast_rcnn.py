@@ -6,13 +6,13 @@ import dataclasses
 import numpy as np
 
 from pipeline.artifacts.features import CachedFeatures, Features
-from pipeline.artifacts.model_files import load_model
+from pipeline.artifacts.memory import holds_in_memory
 from pipeline.artifacts.prepared import PreparedDataset
 from pipeline.artifacts.proposal_targets import ProposalTargets
-from pipeline.artifacts.store import expect_params, keep_in_memory
-from pipeline.config import BACKBONE_KEYS, Params, to_dict
+from pipeline.artifacts.reads import StageInputs
+from pipeline.artifacts.views import view_rows
+from pipeline.config import Params
 from pipeline.data.feeding import on_device
-from pipeline.data.views import view_rows
 from pipeline.devices import resolve_device
 from pipeline.layout import (
     PREPARE,
@@ -26,34 +26,26 @@ from pipeline.runner import stage_command
 from pipeline.training.fast_rcnn_objective import FastRCNNLoss, ProposalTargetBatch
 from pipeline.training.train_and_save import StageTraining, train_and_save
 
+TARGET_ARRAYS = ("boxes", "iou", "labels", "deltas")
+
 
 def training(params: Params) -> StageTraining:
     """Step 4: train only the Fast R-CNN-specific layers, from the cached features."""
     device = resolve_device(params.train.device)
-    prepared = PreparedDataset(PREPARE.out)
-    # The cache holds this detector's backbone features: it must be the backbone of params.
-    detector = load_model(
-        STEP2_FAST_RCNN.out, STEP2_FAST_RCNN.name, expect_params(params, *BACKBONE_KEYS, "roi")
-    )
-    cache = Features(
-        STEP3_FEATURES.out,
-        expect={
-            **expect_params(params, "augment"),
-            "inputs.prepared": prepared.fingerprint,
-            f"inputs.{STEP2_FAST_RCNN.name}": detector["fingerprint"],
-        },
-    )
-    targets = ProposalTargets(
-        STEP4_PROPOSAL_TARGETS.out,
-        STEP4_PROPOSAL_TARGETS.name,
-        expect={**expect_params(params, "roi.box_stds"), "inputs.prepared": prepared.fingerprint},
-    )
+    inputs = StageInputs(STEP4_FAST_RCNN, params)
+    prepared = inputs.open(PREPARE, PreparedDataset.of)
+    detector = inputs.model(STEP2_FAST_RCNN)
+    cache = inputs.open(STEP3_FEATURES, Features.of)  # must hold this detector's features
+    targets = inputs.open(STEP4_PROPOSAL_TARGETS, ProposalTargets.of)
     rows = view_rows(targets.views, cache.views, str(cache.path))
-    in_memory = keep_in_memory(
+    in_memory = holds_in_memory(
         params.train.features_in_memory,
         "train.features_in_memory",
-        [(cache, "features"), *((targets, a) for a in ("boxes", "iou", "labels", "deltas"))],
+        [cache.features, *(getattr(targets, name) for name in TARGET_ARRAYS)],
     )
+    if in_memory:
+        cache.hold_in_memory("features")
+        targets.hold_in_memory(*TARGET_ARRAYS)
     head = build_head(
         dataclasses.replace(params.backbone, weights=None),
         params.roi,
@@ -64,18 +56,12 @@ def training(params: Params) -> StageTraining:
     # The paper fine-tunes the head the detector already has (step 2), not a fresh one.
     head.load_state_dict(detector["parts"]["head"])
     return StageTraining(
-        STEP4_FAST_RCNN,
+        inputs,
         "step4",
         {"head": head},
         ProposalTargetBatch(CachedFeatures(cache, rows), targets),
         FastRCNNLoss(head, on_device(device), params.roi),
         np.arange(len(targets.views)),  # proposal targets hold the train views only
-        sections={"roi": to_dict(params.roi)},
-        inputs={
-            STEP3_FEATURES.name: cache.fingerprint,
-            STEP4_PROPOSAL_TARGETS.name: targets.fingerprint,
-            STEP2_FAST_RCNN.name: detector["fingerprint"],
-        },
         device=device,
         in_memory=in_memory,
     )

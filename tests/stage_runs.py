@@ -95,11 +95,12 @@ def computed(root: Path, stage: Stage) -> dict[str, bytes]:
 
 def test_detections(root: Path) -> dict[str, bytes]:
     """The exported detector's detections on every test image of `root`."""
+    from pipeline.artifacts.exported_model import load_detector
     from stages.evaluate import detect_prepared
 
     prepared = PreparedDataset(layout.PREPARE.out)
     images = np.nonzero(prepared.split == TEST)[0]
-    found = detect_prepared(layout.EXPORT.out, prepared, images)
+    found = detect_prepared(load_detector(layout.EXPORT.out), prepared, images)
     return {
         f"detections.{i}": d.boxes.tobytes() + d.scores.tobytes() + d.labels.tobytes()
         for i, d in zip(images, found, strict=True)

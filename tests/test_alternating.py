@@ -9,23 +9,26 @@ import shutil
 import numpy as np
 import pytest
 import torch
+import zarr
 from click.testing import CliRunner
 from PIL import Image
 from torchvision.ops import box_iou
 
 from bench.project import inside
 from pipeline import layout
-from pipeline.artifacts import store as store_module
+from pipeline.artifacts import memory
 from pipeline.artifacts.exported_model import load_detector
 from pipeline.artifacts.features import STORED_AS, CachedFeatures, Features, write_features
+from pipeline.artifacts.memory import holds_in_memory
 from pipeline.artifacts.model_files import load_model
 from pipeline.artifacts.prepared import PreparedDataset
 from pipeline.artifacts.proposals import Proposals
-from pipeline.artifacts.store import Provenance, keep_in_memory
+from pipeline.artifacts.provenance import Provenance
+from pipeline.artifacts.views import ViewSet, view_rows
 from pipeline.cli.main import main
+from pipeline.config import to_dict
 from pipeline.data.records import TEST
 from pipeline.data.synthetic import SYNTHETIC_CLASSES
-from pipeline.data.views import ViewSet, view_rows
 from pipeline.data.voc import read_voc_split
 from pipeline.errors import ArtifactError, ParamError
 from pipeline.evaluation.drawing import GT
@@ -35,10 +38,12 @@ from pipeline.model.roi_head import build_head, rois_with_batch_index
 from pipeline.model.rpn import build_rpn, view_proposals
 from stages import evaluate as evaluate_stage
 from tests.conftest import stage_function, tiny_params
+from tests.stage_runs import declared_params
 
 pytestmark = pytest.mark.slow
 
 STAGES = [stage_function(stage.name) for stage in layout.STAGES]
+STAGE_NAMES = [stage.name for stage in layout.STAGES]
 BACKBONE_FREE = [
     stage_function(stage.name)
     for stage in (
@@ -144,15 +149,16 @@ def test_features_in_memory_read_the_same_and_always_is_refused_past_the_memory_
     key = "train.features_in_memory"
     with inside(root):
         on_disk, in_memory = (Features(layout.STEP3_FEATURES.out) for _ in range(2))
-        assert not keep_in_memory("never", key, [(on_disk, "features")])
-        assert keep_in_memory("auto", key, [(in_memory, "features")])
+        assert not holds_in_memory("never", key, [on_disk.features])
+        assert holds_in_memory("auto", key, [in_memory.features])
+        in_memory.hold_in_memory("features")
         assert isinstance(in_memory.features, np.ndarray)
         rows = [0, 2, 1]
         assert torch.equal(CachedFeatures(on_disk)(rows), CachedFeatures(in_memory)(rows))
-        monkeypatch.setattr(store_module, "memory_budget", lambda: 1000)
-        assert not keep_in_memory("auto", key, [(on_disk, "features")])
+        monkeypatch.setattr(memory, "memory_budget", lambda: 1000)
+        assert not holds_in_memory("auto", key, [on_disk.features])
         with pytest.raises(ParamError, match="'train.features_in_memory' is 'always' but"):
-            keep_in_memory("always", key, [(on_disk, "features")])
+            holds_in_memory("always", key, [on_disk.features])
         assert not isinstance(on_disk.features, np.ndarray)
 
 
@@ -305,9 +311,9 @@ def test_export_refuses_parts_made_with_other_params(tiny_pipeline):
         p, anchors=dataclasses.replace(p.anchors, scales=(2.0, 4.0, 8.0))
     )
     with inside(root):
-        with pytest.raises(ArtifactError, match=r"data/step2/detector.pt: stale, params.roi is"):
+        with pytest.raises(ArtifactError, match=r"data/step2/detector.pt: stale, made with roi.size = "):
             stage_function("export")(other_roi)
-        with pytest.raises(ArtifactError, match=r"data/step3/rpn.pt: stale, params.anchors is"):
+        with pytest.raises(ArtifactError, match=r"data/step3/rpn.pt: stale, made with anchors.scales = "):
             stage_function("export")(other_anchors)
 
 
@@ -317,9 +323,9 @@ def test_step_3_refuses_features_made_from_another_dataset(tiny_pipeline, tmp_pa
     shutil.copytree(root, copy)
     metadata = copy / layout.STEP3_FEATURES.out / "zarr.json"
     document = json.loads(metadata.read_text())
-    document["attributes"]["inputs"]["prepared"] = "another dataset"
+    document["attributes"]["inputs"]["prepare"] = "another dataset"
     metadata.write_text(json.dumps(document))
-    with inside(copy), pytest.raises(ArtifactError, match=r"stale, inputs.prepared is"):
+    with inside(copy), pytest.raises(ArtifactError, match=r"stale, inputs.prepare is"):
         stage_function("step3_rpn")(p)
 
 
@@ -334,14 +340,16 @@ def test_ground_truth_fed_as_detections_through_the_evaluate_wiring_scores_one(
     raw = {r.image_id: r for r in read_voc_split(root / layout.GENERATE.out, "test",
                                                  SYNTHETIC_CLASSES)}  # fmt: skip
 
-    def ground_truth_as_detections(model_path, prepared, images):
+    def ground_truth_as_detections(detector, prepared, images):
         records = [raw[prepared.image_ids[i]] for i in images]
         return [ImageDetections(r.boxes, np.ones(len(r.boxes)), r.labels) for r in records]
 
     monkeypatch.setattr(evaluate_stage, "detect_prepared", ground_truth_as_detections)
     with inside(root):
-        proposals = {"step1_proposals": layout.STEP1_TEST_PROPOSALS}
-        evaluate_stage.evaluate(layout.PREPARE.out, layout.EXPORT.out, proposals, tmp_path / "e")
+        source = layout.STEP1_TEST_PROPOSALS
+        proposals = {"step1_proposals": Proposals(source.out, source.name)}
+        prepared, detector = PreparedDataset(layout.PREPARE.out), load_detector(layout.EXPORT.out)
+        evaluate_stage.evaluate(prepared, detector, proposals, tmp_path / "e")
     metrics = json.loads((tmp_path / "e" / "metrics.json").read_text())
     assert metrics["map_voc07"] == pytest.approx(1.0)
     assert metrics["map_area"] == pytest.approx(1.0)
@@ -375,3 +383,40 @@ def test_proposal_recall_is_measured_with_proposals_and_objects_in_the_same_pixe
                 key = f"recall@{evaluate_stage.RECALL_TOP}_iou{threshold:g}"
                 assert metrics[name][key] == pytest.approx(recall, abs=1e-9), (name, key)
             assert 0 < metrics[name][f"recall@{evaluate_stage.RECALL_TOP}_iou0.5"] < 1
+
+
+def leaf_values(tree: dict, prefix: str = "") -> dict[str, object]:
+    """Every leaf of nested sections by its dotted key."""
+    leaves: dict[str, object] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            leaves.update(leaf_values(value, f"{prefix}{key}."))
+        else:
+            leaves[f"{prefix}{key}"] = value
+    return leaves
+
+
+def test_each_artifact_records_exactly_the_params_dvc_reruns_its_stage_for(tiny_pipeline):
+    """The keys (and this run's values) of every params key in a stage's dvc.yaml `params:`
+    list are what its artifact records: no more (a change that would restart its work for
+    nothing) and no fewer (a change DVC reruns it for, its readers could not see)."""
+    root, p = tiny_pipeline
+    everything = leaf_values(to_dict(p))
+    recorded_by = {}
+    with inside(root):
+        for stage in layout.STAGES:
+            out = stage.out
+            if out.suffix == ".zarr":
+                recorded_by[stage.name] = zarr.open_group(out, mode="r").attrs["params"]
+            elif out.suffix == ".pt":
+                recorded_by[stage.name] = load_model(out, stage.name)["params"]
+    assert set(recorded_by) == set(STAGE_NAMES) - {"generate", "evaluate"}
+    for name, keys in declared_params().items():
+        if name not in recorded_by:
+            continue
+        declared = {
+            leaf: value
+            for leaf, value in everything.items()
+            if any(leaf == key or leaf.startswith(f"{key}.") for key in keys)
+        }
+        assert leaf_values(recorded_by[name]) == declared, name

@@ -269,10 +269,10 @@ CASES = [
          "anchor_targets", layout.ANCHOR_TARGETS.out),
     Case("stale input artifact",
          lambda r: (prepared_project(r), set_params(r, {"anchors": {"scales": [2, 4]}})),
-         "data/anchor_targets.zarr: stale, params.anchors is", "step1_rpn", layout.STEP1_RPN.out),
+         "data/anchor_targets.zarr: stale, made with anchors.scales = ", "step1_rpn", layout.STEP1_RPN.out),
     Case("initial backbone of other backbone params",
          lambda r: (prepared_project(r), set_params(r, {"backbone": {"width": 16}})),
-         "data/pretrain/backbone.pt: stale, params.backbone is", "step1_rpn",
+         "data/pretrain/backbone.pt: stale, made with backbone.width = ", "step1_rpn",
          layout.STEP1_RPN.out),
 ]  # fmt: skip
 

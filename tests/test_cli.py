@@ -8,13 +8,14 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from pipeline.artifacts.store import ArtifactWriter, Provenance
+from pipeline.artifacts.provenance import Provenance
+from pipeline.artifacts.writer import ArtifactWriter
 from pipeline.cli.main import main
 from pipeline.layout import PREPARE
 from pipeline.runner import stage_command
 from stages.prepare import prepare_dataset
 from tests.conftest import REPO, TinyImage, tiny_images, write_voc
-from tests.test_prepare import STORE, voc_params
+from tests.test_prepare import stored, voc_params
 
 
 def run_stage(cwd, stage, *args):
@@ -91,7 +92,7 @@ def prepared_path(tmp_path, params):
     images = tiny_images(count=5)
     root = write_voc(tmp_path / "voc", {"trainval": images[:3], "test": images[3:]})
     out = tmp_path / "prepared.zarr"
-    prepare_dataset(voc_params(params, root).data, STORE, out)
+    prepare_dataset(stored(voc_params(params, root)), out)
     return out
 
 

@@ -8,10 +8,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from pipeline import codebase
-from pipeline.cli.deps import code_deps, declared_code_deps, deps_problems, rewrite_code_deps
+from pipeline.cli.dvc_yaml import code_deps, dvc_yaml_problems, dvc_yaml_text
 from pipeline.cli.main import main
 from pipeline.codebase import code_fingerprint, import_closure
 from pipeline.layout import STAGES
@@ -53,10 +54,30 @@ def loaded() -> dict[str, set[str]]:
     return dict(zip([stage.name for stage in STAGES], found, strict=True))
 
 
+def declared_code_deps(dvc_yaml: Path) -> dict[str, set[str]]:
+    """Per stage, the project source files its dvc.yaml deps name (folders expanded)."""
+    declared = {}
+    for name, spec in yaml.safe_load(dvc_yaml.read_text())["stages"].items():
+        files: set[str] = set()
+        for dep in spec["deps"]:
+            if Path(dep).parts[0] not in codebase.PACKAGES:
+                continue
+            if (REPO / dep).is_dir():
+                files |= {
+                    p.relative_to(REPO).as_posix()
+                    for p in (REPO / dep).rglob("*.py")
+                    if "__pycache__" not in p.parts
+                }
+            else:
+                files.add(dep)
+        declared[name] = files
+    return declared
+
+
 def test_dvc_yaml_lists_exactly_the_files_each_stage_imports(loaded):
     declared = declared_code_deps(REPO / "dvc.yaml")
     for stage in STAGES:
-        listed = {p.as_posix() for p in declared[stage.name]}
+        listed = declared[stage.name]
         for missing in sorted(loaded[stage.name] - listed):
             pytest.fail(f"{stage.name}: imports {missing}, which dvc.yaml does not list")
         for extra in sorted(listed - loaded[stage.name]):
@@ -69,41 +90,47 @@ def test_import_closure_from_the_source_agrees_with_what_python_loads(loaded):
         assert closure == loaded[stage.name], stage.name
 
 
-def test_deps_check_names_the_stage_and_the_file(tmp_path):
-    text = (REPO / "dvc.yaml").read_text()
-    broken = tmp_path / "dvc.yaml"
-    broken.write_text(
-        text.replace("      - pipeline/model/rpn.py\n", "", 1).replace(
-            "      - stages/generate.py\n",
-            "      - stages/generate.py\n      - pipeline/model/rpn.py\n",
-        )
-    )
-    problems = deps_problems(broken)
-    assert "generate: deps list pipeline/model/rpn.py, which it never imports" in problems
-    assert any(p.endswith("imports pipeline/model/rpn.py, not in its deps") for p in problems)
-    result = CliRunner().invoke(main, ["deps", "--check", str(broken)])
-    assert result.exit_code == 1
-    assert "which it never imports" in result.output
-
-
-def test_deps_write_restores_the_code_deps_and_keeps_the_rest(tmp_path):
-    text = (REPO / "dvc.yaml").read_text()
-    broken = text.replace("      - pipeline/model/rpn.py\n", "").replace(
-        "      - stages/generate.py\n",
-        "      - stages/generate.py\n      - pipeline/model/boxes.py\n",
-    )
-    assert rewrite_code_deps(broken) == text
-    (tmp_path / "dvc.yaml").write_text(broken)
-    result = CliRunner().invoke(main, ["deps", "--write", str(tmp_path / "dvc.yaml")])
+def test_dvc_yaml_is_what_the_declarations_write():
+    assert dvc_yaml_problems(REPO / "dvc.yaml") == []
+    assert (REPO / "dvc.yaml").read_text() == dvc_yaml_text()
+    result = CliRunner().invoke(main, ["dvc-yaml", "--check"])
     assert result.exit_code == 0, result.output
-    assert (tmp_path / "dvc.yaml").read_text() == text
 
 
-def test_deps_check_passes_on_the_repository_and_prints_every_stage():
-    assert deps_problems(REPO / "dvc.yaml") == []
-    printed = CliRunner().invoke(main, ["deps"]).output
-    for stage in STAGES:
-        assert f"  {stage.name}:\n    deps:\n" in printed
+def test_the_check_reads_yaml_not_its_formatting(tmp_path):
+    reformatted = tmp_path / "dvc.yaml"
+    parsed = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    reformatted.write_text(yaml.safe_dump(parsed, indent=4, default_flow_style=True))
+    assert dvc_yaml_problems(reformatted) == []
+
+
+def test_the_check_names_the_stage_and_what_differs(tmp_path):
+    parsed = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    generate, rpn = parsed["stages"]["generate"], parsed["stages"]["step1_rpn"]
+    generate["deps"].append("pipeline/model/rpn.py")
+    rpn["deps"].remove("pipeline/model/rpn.py")
+    rpn["params"].remove("rpn")
+    del parsed["stages"]["evaluate"]
+    broken = tmp_path / "dvc.yaml"
+    broken.write_text(yaml.safe_dump(parsed))
+    problems = dvc_yaml_problems(broken)
+    assert "generate: deps list pipeline/model/rpn.py, which it neither reads nor imports" in (
+        problems
+    )
+    assert "step1_rpn: deps lack pipeline/model/rpn.py" in problems
+    assert any(p.startswith("step1_rpn: params is [") for p in problems)
+    assert "evaluate: missing" in problems
+    result = CliRunner().invoke(main, ["dvc-yaml", "--check", str(broken)])
+    assert result.exit_code == 1
+    assert "step1_rpn: deps lack pipeline/model/rpn.py" in result.output
+
+
+def test_write_makes_a_dvc_yaml_that_passes_the_check(tmp_path):
+    out = tmp_path / "dvc.yaml"
+    result = CliRunner().invoke(main, ["dvc-yaml", "--write", str(out)])
+    assert result.exit_code == 0, result.output
+    assert out.read_text() == (REPO / "dvc.yaml").read_text()
+    assert CliRunner().invoke(main, ["dvc-yaml", "--check", str(out)]).exit_code == 0
 
 
 def test_a_folder_dep_only_where_the_stage_imports_all_of_it():

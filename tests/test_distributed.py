@@ -20,7 +20,7 @@ import yaml
 
 from bench.project import inside
 from pipeline import distributed, layout
-from pipeline.artifacts import store
+from pipeline.artifacts import memory
 from pipeline.config import DistParams, parse_params
 from pipeline.errors import ParamError
 from tests.conftest import REPO, TINY, raw_params, stage_function, with_changes
@@ -142,11 +142,11 @@ def test_one_process_is_a_world_of_one():
 
 
 def test_ranks_on_one_machine_share_its_memory_budget(monkeypatch):
-    alone = store.memory_budget()
+    alone = memory.memory_budget()
     for name, value in {"LOCAL_RANK": "0", "WORLD_SIZE": "8", "LOCAL_WORLD_SIZE": "4"}.items():
         monkeypatch.setenv(name, value)
     assert distributed.ranks_on_this_machine() == 4
-    assert store.memory_budget() == alone // 4
+    assert memory.memory_budget() == alone // 4
 
 
 @pytest.mark.slow
@@ -230,7 +230,7 @@ def test_a_rank_killed_mid_stage_and_a_rerun_end_like_an_uninterrupted_run(one_p
     stage = layout.STEP3_FEATURES
     root = two_process_copy(one_process, tmp_path / "two", stage)
     killed = run_stage(
-        root, stage, kill_at="pipeline.artifacts.store:ArtifactWriter._mark_shard_done:2"
+        root, stage, kill_at="pipeline.artifacts.writer:ArtifactWriter._mark_shard_done:2"
     )
     assert killed.returncode != 0
     progress = root / f"{stage.out}.partial" / "progress"

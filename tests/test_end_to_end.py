@@ -75,7 +75,7 @@ def test_dvc_repro_builds_the_artifacts_and_reruns_only_what_changed(tmp_path):
     targets = open_artifact(
         root / "data" / "anchor_targets.zarr",
         "anchor_targets",
-        expect={"inputs.prepared": prepared.fingerprint, "params.anchors.scales": [1, 2, 4]},
+        expect={"inputs.prepare": prepared.fingerprint, "params.anchors.scales": [1, 2, 4]},
     )
     assert targets["labels"].shape[0] == 9 + 6  # each image, then each train image flipped
     assert targets["labels"].shape[-1] == 9
@@ -201,7 +201,7 @@ def test_killed_at_random_moments_it_still_ends_byte_identical(tmp_path, referen
 KILLED_AT = r"""
 import os, pathlib, signal, sys
 import pipeline.artifacts.model_files as model_files
-import pipeline.artifacts.store as store
+import pipeline.artifacts.writer as store
 
 stage, moment, nth = sys.argv[1], sys.argv[2], int(sys.argv[3])
 seen = {"n": 0}

@@ -8,7 +8,7 @@ from PIL import Image
 
 from pipeline.evaluation.charts import Series, bar_chart, line_chart, nice_ticks
 from pipeline.evaluation.drawing import MISSED, OUTCOME_COLOURS, draw_outcomes
-from pipeline.evaluation.figures import ap_by_size, training_curves
+from pipeline.evaluation.figures import ap_by_size
 from pipeline.evaluation.outcomes import (
     BACKGROUND,
     DUPLICATE,
@@ -18,6 +18,7 @@ from pipeline.evaluation.outcomes import (
     WRONG_CLASS,
     image_outcomes,
 )
+from pipeline.training.curves import training_curves
 
 GT = np.array([[0, 0, 100, 100], [200, 200, 300, 300], [400, 0, 500, 100]], dtype=float)
 GT_LABELS = np.array([1, 2, 1])

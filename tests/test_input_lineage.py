@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.artifacts.store import ArtifactError
 from pipeline.config import Params, parse_params
+from pipeline.errors import ArtifactError
 from pipeline.layout import GENERATE, PREPARE, PRETRAIN, STAGES, Stage
 from tests.conftest import TINY, raw_params, with_changes
 from tests.stage_runs import (

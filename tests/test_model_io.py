@@ -5,7 +5,7 @@ import torch
 from click.testing import CliRunner
 
 from pipeline.artifacts.model_files import content_digest, load_model, save_model
-from pipeline.artifacts.store import Provenance
+from pipeline.artifacts.provenance import Provenance
 from pipeline.cli.main import main
 from pipeline.config import to_dict
 from pipeline.data.records import BACKGROUND_CLASS

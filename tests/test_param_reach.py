@@ -20,9 +20,10 @@ import zarr
 from PIL import Image
 
 from bench.project import inside
-from pipeline.artifacts.store import ArtifactError, ArtifactWriter
+from pipeline.artifacts.writer import ArtifactWriter
 from pipeline.config import parse_params
 from pipeline.data.synthetic import SYNTHETIC_CLASSES
+from pipeline.errors import ArtifactError
 from pipeline.layout import STAGES
 from tests.conftest import (
     TINY,

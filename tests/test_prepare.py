@@ -2,13 +2,14 @@
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from pipeline.artifacts.prepared import PreparedDataset
 from pipeline.artifacts.store import open_artifact
-from pipeline.config import StoreParams
+from pipeline.config import AugmentParams, Params, StoreParams
 from pipeline.data.catalog import check_declared_size, fit_boxes
 from pipeline.data.images import canvas_shape, resize_scale, resized_shape
 from pipeline.data.records import make_record
@@ -19,6 +20,11 @@ from stages.prepare import prepare_dataset
 from tests.conftest import TinyImage, tiny_images, with_data, write_coco, write_voc
 
 STORE = StoreParams(shard_size=4, feature_dtype="float32")
+
+
+def stored(params: Params, **sections: Any) -> Params:
+    """`params` with the tests' small shards (and `sections` replaced)."""
+    return dataclasses.replace(params, store=STORE, **sections)
 
 
 def test_resize_scale_follows_min_then_max_size():
@@ -64,7 +70,7 @@ def test_prepare_writes_resized_images_and_boxes(tmp_path, params):
     images = tiny_images(count=7)
     root = write_voc(tmp_path / "voc", {"trainval": images[:5], "test": images[5:]})
     p = voc_params(params, root)
-    counts = prepare_dataset(p.data, STORE, tmp_path / "prepared.zarr")
+    counts = prepare_dataset(stored(p), tmp_path / "prepared.zarr")
     prepared = PreparedDataset(tmp_path / "prepared.zarr")
 
     assert counts["train_images"] == 5 and counts["test_images"] == 2
@@ -87,9 +93,9 @@ def test_prepare_from_coco_matches_prepare_from_voc(tmp_path, params):
     split = {"trainval": images[:4], "test": images[4:]}
     voc = write_voc(tmp_path / "voc", split)
     coco = write_coco(tmp_path / "coco", split, ("cat", "dog"))
-    prepare_dataset(voc_params(params, voc).data, STORE, tmp_path / "a.zarr")
+    prepare_dataset(stored(voc_params(params, voc)), tmp_path / "a.zarr")
     prepare_dataset(
-        voc_params(params, coco, source="coco", classes=None).data, STORE, tmp_path / "b.zarr"
+        stored(voc_params(params, coco, source="coco", classes=None)), tmp_path / "b.zarr"
     )
     a, b = PreparedDataset(tmp_path / "a.zarr"), PreparedDataset(tmp_path / "b.zarr")
     assert a.classes == b.classes
@@ -105,7 +111,7 @@ def test_boxes_partly_outside_the_image_are_clipped_and_counted(tmp_path, params
         "a", 50, 60, [("cat", [-4, 2, 30, 30], False), ("dog", [40, 10, 70, 20], False)]
     )
     root = write_voc(tmp_path / "voc", {"trainval": [image], "test": [TinyImage("b", 50, 50)]})
-    counts = prepare_dataset(voc_params(params, root).data, STORE, tmp_path / "p.zarr")
+    counts = prepare_dataset(stored(voc_params(params, root)), tmp_path / "p.zarr")
     assert (counts["boxes_clipped"], counts["boxes"]) == (2, 2)
 
 
@@ -127,7 +133,7 @@ def test_bad_images_stop_prepare_without_a_complete_artifact(tmp_path, params, d
     )
     damage(root / "JPEGImages" / "a.jpg")
     with pytest.raises(DatasetError, match=message):
-        prepare_dataset(voc_params(params, root).data, STORE, tmp_path / "p.zarr")
+        prepare_dataset(stored(voc_params(params, root)), tmp_path / "p.zarr")
     assert not (tmp_path / "p.zarr").exists()
 
 
@@ -135,7 +141,7 @@ def test_an_id_in_both_splits_is_refused(tmp_path, params):
     image = TinyImage("a", 50, 50)
     root = write_voc(tmp_path / "voc", {"trainval": [image], "test": [image]})
     with pytest.raises(DatasetError, match="image id 'a' is listed twice"):
-        prepare_dataset(voc_params(params, root).data, STORE, tmp_path / "p.zarr")
+        prepare_dataset(stored(voc_params(params, root)), tmp_path / "p.zarr")
 
 
 def tiny_synthetic(params):
@@ -153,7 +159,7 @@ def test_synthetic_dataset_is_deterministic_and_reads_as_voc(tmp_path, params):
     for name in files:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
     p = with_data(params, source="synthetic", root=str(tmp_path / "a"), min_size=64, max_size=96)
-    prepared_counts = prepare_dataset(p.data, STORE, tmp_path / "p.zarr")
+    prepared_counts = prepare_dataset(stored(p), tmp_path / "p.zarr")
     assert prepared_counts["boxes"] == counts["objects"]
     assert prepared_counts["boxes_clipped"] == 0
 
@@ -162,7 +168,7 @@ def test_synthetic_objects_cover_sizes_classes_and_difficulty(tmp_path, params):
     synthetic = dataclasses.replace(params.synthetic, num_trainval=40, num_test=1)
     generate_synthetic(tmp_path / "s", synthetic)
     p = with_data(params, source="synthetic", root=str(tmp_path / "s"))
-    prepare_dataset(p.data, STORE, tmp_path / "p.zarr")
+    prepare_dataset(stored(p), tmp_path / "p.zarr")
     prepared = PreparedDataset(tmp_path / "p.zarr")
     boxes = np.concatenate([prepared.boxes(i).numpy() for i in range(len(prepared))])
     labels = np.concatenate([prepared.labels(i).numpy() for i in range(len(prepared))])
@@ -176,14 +182,16 @@ def test_synthetic_objects_cover_sizes_classes_and_difficulty(tmp_path, params):
 def test_anchor_target_artifact_matches_the_prepared_images(tmp_path, params):
     images = tiny_images(count=5)
     root = write_voc(tmp_path / "voc", {"trainval": images[:3], "test": images[3:]})
-    prepare_dataset(voc_params(params, root).data, STORE, tmp_path / "p.zarr")
+    prepare_dataset(stored(voc_params(params, root)), tmp_path / "p.zarr")
     prepared = PreparedDataset(tmp_path / "p.zarr")
     anchors = dataclasses.replace(params.anchors, scales=(1.0, 2.0))
     counts = label_anchors(
-        prepared, False, anchors, params.anchor_targets, STORE, tmp_path / "t.zarr"
+        stored(params, anchors=anchors, augment=AugmentParams(flip=False)),
+        prepared,
+        tmp_path / "t.zarr",
     )
     group = open_artifact(
-        tmp_path / "t.zarr", "anchor_targets", expect={"inputs.prepared": prepared.fingerprint}
+        tmp_path / "t.zarr", "anchor_targets", expect={"inputs.prepare": prepared.fingerprint}
     )
     stride = anchors.stride
     grid = (prepared.canvas[0] // stride, prepared.canvas[1] // stride, 6)
@@ -207,11 +215,12 @@ def test_anchors_that_are_never_background_are_refused(tmp_path, params):
     root = write_voc(
         tmp_path / "voc", {"trainval": [image], "test": [dataclasses.replace(image, image_id="b")]}
     )
-    prepare_dataset(voc_params(params, root).data, STORE, tmp_path / "p.zarr")
+    prepare_dataset(stored(voc_params(params, root)), tmp_path / "p.zarr")
     anchors = dataclasses.replace(params.anchors, stride=16, scales=(3.0,))
     with pytest.raises(ParamError, match=r"'anchors.scales' is \[3.0\]: no anchor is background"):
         label_anchors(
-            PreparedDataset(tmp_path / "p.zarr"), False, anchors, params.anchor_targets, STORE,
+            stored(params, anchors=anchors, augment=AugmentParams(flip=False)),
+            PreparedDataset(tmp_path / "p.zarr"),
             tmp_path / "t.zarr",
-        )  # fmt: skip
+        )
     assert not (tmp_path / "t.zarr").exists()

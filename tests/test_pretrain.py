@@ -13,6 +13,7 @@ from bench.peer import peer_backbone
 from bench.project import inside
 from pipeline import layout
 from pipeline.artifacts.model_files import load_model
+from pipeline.artifacts.reads import StageInputs
 from pipeline.model.backbones import build_backbone
 from pipeline.model.crops import background_boxes, crop_images, jitter_boxes, zoom_out_boxes
 from pipeline.training.backbone_features import initial_backbone
@@ -117,7 +118,9 @@ def test_pretraining_learns_to_classify_crops_and_steps_1_and_2_start_from_it(pr
             row["loss/crop_classification"] for row in _history(layout.live_log(layout.PRETRAIN))
         ]
         saved = load_model(layout.PRETRAIN.out, "pretrain")
-        backbone, fingerprint = initial_backbone(p)
+        inputs = StageInputs(layout.STEP1_RPN, p)
+        backbone = initial_backbone(inputs)
+        fingerprint = inputs.fingerprints[layout.PRETRAIN.name]
     assert set(saved["parts"]) == {"backbone", "classifier"}
     assert saved["parts"]["classifier"]["weight"].shape[0] == 7  # six shapes and background
     assert sum(history[-5:]) / 5 < 0.7 * sum(history[:5]) / 5, history

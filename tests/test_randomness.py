@@ -37,7 +37,7 @@ def recording_run(work, views: int, batch: int, iterations: int) -> tuple[Traini
     common = dataclasses.replace(p.train, checkpoint_every=1000, log_every=1000)
     run = TrainingRun(
         "a_stage", module, lambda b: b[0], loss_fn, np.arange(views), step, common, work,
-        "fingerprint", "train.step1.lr",
+        "fingerprint", "train.step1",
     )  # fmt: skip
     return run, calls
 

@@ -8,15 +8,13 @@ import numpy as np
 import pytest
 
 from bench.project import inside
-from pipeline.artifacts import store
-from pipeline.artifacts.store import (
-    ArtifactWriter,
-    Provenance,
-    offsets_from_counts,
-    open_artifact,
-    ragged_rows,
-)
+from pipeline.artifacts import memory
+from pipeline.artifacts.provenance import RECORDED_PARAMS, Provenance
+from pipeline.artifacts.ragged import offsets_from_counts, ragged_rows
+from pipeline.artifacts.store import open_artifact
+from pipeline.artifacts.writer import ArtifactWriter
 from pipeline.codebase import code_fingerprint
+from pipeline.config import to_dict
 from pipeline.errors import ArtifactError, ParamError
 from pipeline.layout import ANCHOR_TARGETS, PREPARE
 from tests.conftest import tiny_params
@@ -126,9 +124,14 @@ def test_leftovers_from_other_code_are_discarded_with_a_notice(tmp_path, caplog)
     assert "discarding unfinished work made from other params, inputs or code" in caplog.text
 
 
-def test_stage_provenance_records_the_hash_of_the_stage_code():
-    provenance = Provenance.of_stage(PREPARE, params={}, inputs={})
+def test_stage_provenance_records_the_hash_of_the_stage_code_and_its_declared_params():
+    params = tiny_params()
+    provenance = Provenance.of_stage(PREPARE, params, inputs={})
     assert provenance.code == code_fingerprint("stages.prepare")
+    assert provenance.params == {
+        "data": to_dict(params.data),
+        "store": {"shard_size": params.store.shard_size},
+    }
     assert provenance.attrs()["code"] == provenance.code
     assert dataclasses.replace(provenance, code="x").fingerprint != provenance.fingerprint
 
@@ -149,7 +152,7 @@ def test_ragged_offsets():
 
 
 def test_a_shard_that_would_not_fit_in_memory_is_refused_before_any_work(tmp_path, monkeypatch):
-    monkeypatch.setattr(store, "memory_budget", lambda: 4 * 2 * 3 * 4 - 1)  # < 4 items of 24 B
+    monkeypatch.setattr(memory, "memory_budget", lambda: 4 * 2 * 3 * 4 - 1)  # < 4 items of 24 B
     with pytest.raises(ParamError, match=r"'store.shard_size' is 4; a shard of 'values' would"):
         write_demo(tmp_path / "demo.zarr", shard=4)
     write_demo(tmp_path / "small.zarr", shard=3)  # 3 items fit
@@ -161,17 +164,17 @@ def test_a_shard_size_beyond_the_array_is_one_shard(tmp_path):
 
 
 def test_every_recorded_params_key_must_have_this_runs_value_but_the_shard_size(tmp_path):
-    """A reader passing all its params (`expect_params`) refuses an input that recorded any key
+    """A reader passing all its params (RECORDED_PARAMS) refuses an input that recorded any key
     with another value, named by its dotted path, whether or not the reader names the key;
     the shard size only changes how an input is stored, so it is not compared."""
     params = tiny_params()
-    recorded = {"rpn": store.to_dict(params.rpn), "store": {"shard_size": 99}, "other": 1}
+    recorded = {"rpn": to_dict(params.rpn), "store": {"shard_size": 99}, "other": 1}
     out = tmp_path / "demo.zarr"
     write_demo(out, provenance=Provenance("demo", params=recorded, inputs={})).commit()
-    open_artifact(out, "demo", expect=store.expect_params(params))
+    open_artifact(out, "demo", expect={RECORDED_PARAMS: to_dict(params)})
     changed = dataclasses.replace(params, rpn=dataclasses.replace(params.rpn, box_sigma=9.0))
     with pytest.raises(ArtifactError, match=r"made with rpn.box_sigma = 3.0 but this run has 9"):
-        open_artifact(out, "demo", expect=store.expect_params(changed))
+        open_artifact(out, "demo", expect={RECORDED_PARAMS: to_dict(changed)})
 
 
 def test_an_input_made_from_another_version_of_its_own_input_is_refused(tmp_path):
@@ -182,7 +185,7 @@ def test_an_input_made_from_another_version_of_its_own_input_is_refused(tmp_path
         source.commit()
         made_from = open_artifact(PREPARE.out, PREPARE.name).attrs["fingerprint"]
         reader = ANCHOR_TARGETS.out
-        write_demo(reader, Provenance(ANCHOR_TARGETS.name, {}, {"prepared": made_from})).commit()
+        write_demo(reader, Provenance(ANCHOR_TARGETS.name, {}, {PREPARE.name: made_from})).commit()
         open_artifact(reader, ANCHOR_TARGETS.name)
         shutil.rmtree(PREPARE.out)
         write_demo(PREPARE.out, provenance=Provenance(PREPARE.name, {"k": 2}, {})).commit()

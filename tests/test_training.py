@@ -16,13 +16,14 @@ from torch.utils.data import DataLoader
 
 from bench.project import inside
 from pipeline import layout
-from pipeline.artifacts import store as store_module
+from pipeline.artifacts import memory
 from pipeline.artifacts.anchor_targets import AnchorTargets
 from pipeline.artifacts.prepared import PreparedDataset
+from pipeline.artifacts.reads import StageInputs
+from pipeline.artifacts.views import ViewImages, ViewSet
 from pipeline.config import parse_params
 from pipeline.data.feeding import _Batches
 from pipeline.data.records import TRAIN
-from pipeline.data.views import ViewImages, ViewSet
 from pipeline.errors import ArtifactError, ParamError
 from pipeline.model.rpn import build_rpn
 from pipeline.training import loop
@@ -50,7 +51,7 @@ def rpn_run(root: Path, p, work: Path, iterations: int, lr: float = 0.01) -> Tra
     targets = AnchorTargets(root / layout.ANCHOR_TARGETS.out)
     views = ViewSet(prepared, targets.views)
     with inside(root):
-        backbone, _ = initial_backbone(p)
+        backbone = initial_backbone(StageInputs(layout.STEP1_RPN, p))
     torch.manual_seed(1)
     rpn = build_rpn(p.anchors, p.rpn, backbone.out_channels)
     # One view per iteration, so that a call of the loss is an iteration.
@@ -67,7 +68,7 @@ def rpn_run(root: Path, p, work: Path, iterations: int, lr: float = 0.01) -> Tra
         p.train,
         work,
         "fingerprint",
-        "train.step1.lr",
+        "train.step1",
     )
 
 
@@ -305,20 +306,21 @@ def test_readers_ahead_change_nothing(tiny_data, tmp_path):
 
 def test_images_held_in_memory_read_as_from_disk(tiny_data, monkeypatch):
     root, _ = tiny_data
-    with inside(root):
+    with inside(root):  # the artifacts' arrays are read from where they were opened
         on_disk, in_memory = (PreparedDataset(layout.PREPARE.out) for _ in range(2))
         targets = AnchorTargets(layout.ANCHOR_TARGETS.out)
-    assert not on_disk.keep_images_in_memory("never")
-    assert in_memory.keep_images_in_memory("auto")
-    assert isinstance(in_memory.images, np.ndarray)
-    mirrored = len(targets.views) - 1  # with augment.flip, the last view is a mirrored one
-    assert targets.views[mirrored, 1] == 1
-    for batch in ([0, mirrored], [3]):
-        disk = ViewImages(ViewSet(on_disk, targets.views))(batch)
-        assert torch.equal(disk, ViewImages(ViewSet(in_memory, targets.views))(batch))
-    monkeypatch.setattr(store_module, "memory_budget", lambda: 1000)
-    with pytest.raises(ParamError, match="'train.images_in_memory' is 'always' but"):
-        on_disk.keep_images_in_memory("always")
+        assert not on_disk.keep_images_in_memory("never")
+        assert in_memory.keep_images_in_memory("auto")
+        assert isinstance(in_memory.images, np.ndarray)
+        assert in_memory.images.any()
+        mirrored = len(targets.views) - 1  # with augment.flip, the last view is a mirrored one
+        assert targets.views[mirrored, 1] == 1
+        for batch in ([0, mirrored], [3]):
+            disk = ViewImages(ViewSet(on_disk, targets.views))(batch)
+            assert torch.equal(disk, ViewImages(ViewSet(in_memory, targets.views))(batch))
+        monkeypatch.setattr(memory, "memory_budget", lambda: 1000)
+        with pytest.raises(ParamError, match="'train.images_in_memory' is 'always' but"):
+            on_disk.keep_images_in_memory("always")
 
 
 class Killed(Exception):

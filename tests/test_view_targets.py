@@ -22,11 +22,11 @@ from torchvision.ops import box_iou
 
 from pipeline.artifacts.anchor_targets import write_anchor_targets
 from pipeline.artifacts.proposal_targets import write_proposal_targets
-from pipeline.artifacts.store import Provenance
+from pipeline.artifacts.provenance import Provenance
+from pipeline.artifacts.views import ViewSet, make_views
 from pipeline.config import AnchorParams, AnchorTargetParams
 from pipeline.data.images import padded
 from pipeline.data.records import TEST, TRAIN
-from pipeline.data.views import ViewSet, make_views
 
 STRIDE = 8
 ANCHORS = AnchorParams(stride=STRIDE, ratios=(0.25, 1.0, 4.0), scales=(1.0, 2.0, 4.0))

@@ -1,6 +1,6 @@
 """The anchor-target artifact: per view, per anchor of the canvas grid, a label and a target.
 
-Arrays (V views, see pipeline/data/views.py; a Hf x Wf feature grid over the prepared canvas; A
+Arrays (V views, see pipeline/artifacts/views.py; a Hf x Wf feature grid over the prepared canvas; A
 anchors per cell):
   views    [V, 2] int64            (prepared image index, flipped)
   anchors  [Hf, Wf, A, 4] float32  the canvas anchors, [x1, y1, x2, y2], the head's output order
@@ -23,16 +23,13 @@ import torch
 import zarr
 
 from pipeline.artifacts.integrity import CheckedArray
-from pipeline.artifacts.store import (
-    ArtifactWriter,
-    Provenance,
-    ReopensInWorkers,
-    iter_blocks,
-    open_artifact,
-)
+from pipeline.artifacts.provenance import Provenance
+from pipeline.artifacts.ragged import iter_blocks
+from pipeline.artifacts.store import ArtifactReader, open_artifact
+from pipeline.artifacts.views import ViewSet
+from pipeline.artifacts.writer import ArtifactWriter
 from pipeline.config import AnchorParams, AnchorTargetParams
 from pipeline.data.records import TRAIN
-from pipeline.data.views import ViewSet
 from pipeline.errors import ParamError
 from pipeline.layout import ANCHOR_TARGETS
 from pipeline.model.anchors import base_anchors, grid_anchors
@@ -137,7 +134,7 @@ def _label_counts(labels: zarr.Array) -> dict[str, int]:
     return dict(zip(("ignore", "background", "foreground"), counts.tolist(), strict=True))
 
 
-class AnchorTargets(ReopensInWorkers):
+class AnchorTargets(ArtifactReader):
     """Read access to the anchor-target artifact, refused if stale (see `open_artifact`)."""
 
     def __init__(self, path: str | Path, expect: Mapping[str, Any] | None = None) -> None:

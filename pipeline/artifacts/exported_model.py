@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from pipeline.artifacts.model_files import load_model, save_model
-from pipeline.artifacts.store import Provenance
+from pipeline.artifacts.provenance import Provenance
 from pipeline.config import to_dict
 from pipeline.layout import EXPORT
 from pipeline.model.faster_rcnn import DetectorConfig, FasterRCNN
@@ -21,7 +22,11 @@ def save_detector(
 
 def load_detector(path: str | Path) -> FasterRCNN:
     """The exported detector, in eval mode on the CPU."""
-    saved = load_model(path, EXPORT.name)
+    return detector_of(load_model(path, EXPORT.name))
+
+
+def detector_of(saved: Mapping[str, Any]) -> FasterRCNN:
+    """The detector an exported file holds (as `load_model` read it), in eval mode."""
     model = FasterRCNN.from_config(DetectorConfig.from_dict(saved["config"]))
     model.backbone.load_state_dict(saved["parts"]["backbone"])
     model.rpn.load_state_dict(saved["parts"]["rpn"])

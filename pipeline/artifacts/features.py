@@ -21,14 +21,11 @@ import torch
 from torch import Tensor
 
 from pipeline.artifacts.integrity import CheckedArray
-from pipeline.artifacts.store import (
-    ArtifactWriter,
-    Provenance,
-    ReopensInWorkers,
-    open_artifact,
-)
+from pipeline.artifacts.provenance import Provenance
+from pipeline.artifacts.store import ArtifactReader, open_artifact
+from pipeline.artifacts.views import ViewImages, ViewSet
+from pipeline.artifacts.writer import ArtifactWriter
 from pipeline.data.feeding import feed
-from pipeline.data.views import ViewImages, ViewSet
 from pipeline.layout import STEP3_FEATURES
 
 if TYPE_CHECKING:  # steps 3 and 4 read the cache without any backbone code
@@ -96,7 +93,7 @@ def write_features(
     return summary
 
 
-class Features(ReopensInWorkers):
+class Features(ArtifactReader):
     """Read access to the feature cache, refused if stale (see `open_artifact`)."""
 
     def __init__(self, path: str | Path, expect: Mapping[str, Any] | None = None) -> None:
@@ -105,7 +102,7 @@ class Features(ReopensInWorkers):
         self.group = open_artifact(self.path, STEP3_FEATURES.name, expect)
         self.fingerprint: str = self.group.attrs["fingerprint"]
         self.views: np.ndarray = self.group["views"][...]
-        self.features: CheckedArray | np.ndarray = self.group["features"]  # see keep_in_memory
+        self.features: CheckedArray | np.ndarray = self.group["features"]  # see hold_in_memory
         self.dtype: str = self.features.attrs.get("values", "float32")
         self.sizes: np.ndarray = self.group["feature_sizes"][...]
 

@@ -16,11 +16,7 @@ import torch
 import zarr
 
 from pipeline.errors import ArtifactError
-from pipeline.layout import PREPARE, STAGES
-
-BY_NAME = {stage.name: stage for stage in STAGES}
-# The name most stages record the prepared dataset under.
-ALIASES = {"prepared": PREPARE.name}
+from pipeline.layout import BY_NAME
 
 
 def check_lineage(path: Path, stage: str, inputs: Mapping[str, str]) -> None:
@@ -33,7 +29,7 @@ def check_lineage(path: Path, stage: str, inputs: Mapping[str, str]) -> None:
     while pending:
         artifact, recorded = pending.pop()
         for name, fingerprint in recorded.items():
-            source = BY_NAME.get(ALIASES.get(name, name))
+            source = BY_NAME.get(name)
             if source is None:
                 continue
             found = _recorded_at(root / source.out)

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from pipeline.artifacts.store import FORMAT_VERSION, Provenance, check_expected
+from pipeline.artifacts.provenance import FORMAT_VERSION, Provenance, check_expected
 from pipeline.errors import ArtifactError
 
 CHECKSUM = "content_sha256"

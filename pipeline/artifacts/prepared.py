@@ -20,15 +20,11 @@ import numpy as np
 import torch
 
 from pipeline.artifacts.integrity import CheckedArray
-from pipeline.artifacts.store import (
-    ArtifactWriter,
-    Provenance,
-    ReopensInWorkers,
-    keep_in_memory,
-    offsets_from_counts,
-    open_artifact,
-    ragged_rows,
-)
+from pipeline.artifacts.memory import holds_in_memory
+from pipeline.artifacts.provenance import Provenance
+from pipeline.artifacts.ragged import offsets_from_counts, ragged_rows
+from pipeline.artifacts.store import ArtifactReader, open_artifact
+from pipeline.artifacts.writer import ArtifactWriter
 from pipeline.data.images import decode_image, read_image_bytes, to_canvas
 from pipeline.data.records import BACKGROUND_CLASS, TEST, TRAIN, DatasetPlan
 from pipeline.layout import PREPARE
@@ -85,7 +81,7 @@ def write_prepared(
     return summary
 
 
-class PreparedDataset(ReopensInWorkers):
+class PreparedDataset(ArtifactReader):
     """Read access to the prepared artifact; the one place later stages get images and boxes."""
 
     def __init__(self, path: str | Path, expect: dict | None = None) -> None:
@@ -113,7 +109,10 @@ class PreparedDataset(ReopensInWorkers):
     def keep_images_in_memory(self, choice: str) -> bool:
         """Read every image into memory once when `train.images_in_memory` allows it, so that
         a training stage decodes each image once rather than once per iteration that uses it."""
-        return keep_in_memory(choice, "train.images_in_memory", [(self, "images")])
+        keep = holds_in_memory(choice, "train.images_in_memory", [self.images])
+        if keep:
+            self.hold_in_memory("images")
+        return keep
 
     def boxes(self, i: int) -> torch.Tensor:
         return torch.from_numpy(self._boxes[ragged_rows(self._offsets, i)])

@@ -2,7 +2,7 @@
 plus its gt boxes), with what each would be trained towards.
 
 proposal_targets.zarr (the train views of the proposals it was made from):
-  views   [V, 2] int64          (prepared image, flipped), as in pipeline/data/views.py
+  views   [V, 2] int64          (prepared image, flipped), as in pipeline/artifacts/views.py
   boxes   [V, cap, 4] float32
   iou     [V, cap] float32      best IoU with any gt (0 when the view has none)
   labels  [V, cap] int16        class of that gt; the sampler turns low-IoU rows into background
@@ -12,16 +12,38 @@ proposal_targets.zarr (the train views of the proposals it was made from):
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from pipeline.artifacts.prepared import PreparedDataset
 from pipeline.artifacts.proposals import Proposals, pad_rows
-from pipeline.artifacts.store import ArtifactWriter, Provenance, ReopensInWorkers, open_artifact
-from pipeline.data.views import ViewSet
+from pipeline.artifacts.provenance import Provenance
+from pipeline.artifacts.reads import StageInputs
+from pipeline.artifacts.store import ArtifactReader, open_artifact
+from pipeline.artifacts.views import ViewSet
+from pipeline.artifacts.writer import ArtifactWriter
+from pipeline.layout import PREPARE, Stage
 from pipeline.model.targets import proposal_targets
+
+
+def label_proposals(inputs: StageInputs, source: Stage) -> dict[str, float]:
+    """The body of both proposal-target stages: the targets of the proposals `source` wrote."""
+    prepared = inputs.open(PREPARE, PreparedDataset.of)
+    proposals = inputs.open(source, Proposals.of)
+    params = inputs.params
+    return write_proposal_targets(
+        inputs.stage.out,
+        inputs.provenance(),
+        proposals,
+        ViewSet(prepared, proposals.views),
+        params.roi.box_stds,
+        params.store.shard_size,
+    )
 
 
 def write_proposal_targets(
@@ -63,8 +85,12 @@ def write_proposal_targets(
     return summary
 
 
-class ProposalTargets(ReopensInWorkers):
+class ProposalTargets(ArtifactReader):
     """Read access to a proposal-target artifact of `stage`, refused if stale."""
+
+    @classmethod
+    def of(cls, source: Stage, expect: Mapping[str, Any]) -> ProposalTargets:
+        return cls(source.out, source.name, expect)
 
     def __init__(self, path: str | Path, stage: str, expect: dict | None = None) -> None:
         self.path = Path(path)
@@ -73,7 +99,7 @@ class ProposalTargets(ReopensInWorkers):
         self.fingerprint: str = self.group.attrs["fingerprint"]
         self.views: np.ndarray = self.group["views"][...]
         self.count = self.group["count"][...]
-        # Arrays or, after `keep_in_memory`, their content.
+        # Arrays or, after `hold_in_memory`, their content.
         self.boxes, self.iou = self.group["boxes"], self.group["iou"]
         self.labels, self.deltas = self.group["labels"], self.group["deltas"]
 

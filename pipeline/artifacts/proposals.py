@@ -1,7 +1,7 @@
 """Proposals of the RPN of step 1 or 3: ragged per view, stored as a fixed cap plus a count.
 
 proposals.zarr (train views, train top-N) and test_proposals.zarr (test views, test top-N):
-  views   [V, 2] int64          (prepared image, flipped), as in pipeline/data/views.py
+  views   [V, 2] int64          (prepared image, flipped), as in pipeline/artifacts/views.py
   boxes   [V, cap, 4] float32   best first; rows past count[v] are zero
   scores  [V, cap] float32      objectness probability
   count   [V] int32
@@ -11,7 +11,7 @@ resumed, like every other array.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +19,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pipeline.artifacts.store import ArtifactWriter, Provenance, open_artifact
-from pipeline.config import Params, to_dict
-from pipeline.data.feeding import BatchReader, feed
+from pipeline.artifacts.provenance import Provenance
+from pipeline.artifacts.store import ArtifactReader, open_artifact
+from pipeline.artifacts.writer import ArtifactWriter
 from pipeline.layout import Stage
 
 
@@ -29,46 +29,6 @@ def pad_rows(values: np.ndarray, cap: int, dtype: type = np.float32) -> np.ndarr
     out = np.zeros((cap, *values.shape[1:]), dtype=dtype)
     out[: len(values)] = values
     return out
-
-
-def write_split_proposals(
-    stage: Stage,
-    params: Params,
-    views: np.ndarray,
-    train: bool,
-    inputs: dict[str, str],
-    propose: Callable[[int, Any], tuple[Tensor, Tensor]],
-    read: BatchReader,
-    device: torch.device,
-) -> dict[str, float]:
-    """`stage`'s proposals of the train or the test `views`, with the provenance of the params
-    that split reads: the shared proposal params and its own top-N, never the other split's."""
-    prefix = "train_" if train else "test_"
-    chosen = {
-        k: v
-        for k, v in to_dict(params.proposals).items()
-        if k.startswith(prefix) or not k.startswith(("train_", "test_"))
-    }
-    # Test views are never mirrored: only the train split's proposals depend on `augment`.
-    augment = {"augment": to_dict(params.augment)} if train else {}
-    provenance = Provenance.of_stage(
-        stage,
-        params={
-            "anchors": to_dict(params.anchors),
-            "proposals": chosen,
-            **augment,
-            "store": params.store.sharding(),
-        },
-        inputs=inputs,
-    )
-    cap = int(chosen[f"{prefix}post_nms"])
-
-    def feed_views(items: list[int]) -> Iterable[Any]:
-        return feed(read, [[v] for v in items], params.train.workers, device)
-
-    return write_proposals(
-        stage.out, provenance, views, cap, params.store.shard_size, propose, feed_views
-    )
 
 
 def write_proposals(
@@ -110,10 +70,15 @@ def write_proposals(
     return summary
 
 
-class Proposals:
+class Proposals(ArtifactReader):
     """Read access to a proposal artifact of `stage`, refused if stale."""
 
-    def __init__(self, path: str | Path, stage: str, expect: dict | None = None) -> None:
+    @classmethod
+    def of(cls, source: Stage, expect: Mapping[str, Any]) -> Proposals:
+        return cls(source.out, source.name, expect)
+
+    def __init__(self, path: str | Path, stage: str, expect: Mapping | None = None) -> None:
+        self.reopen_args = (path, stage)
         self.group = open_artifact(path, stage, expect)
         self.fingerprint: str = self.group.attrs["fingerprint"]
         self.views = self.group["views"][...]

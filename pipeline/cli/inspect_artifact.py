@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import zarr
 
-from pipeline.artifacts.store import iter_blocks
+from pipeline.artifacts.ragged import iter_blocks
 from pipeline.errors import ArtifactError
 
 # Integer arrays with at most this many distinct values get a histogram instead of a mean.

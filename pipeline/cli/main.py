@@ -11,8 +11,8 @@ import click
 from pipeline.artifacts.exported_model import load_detector
 from pipeline.artifacts.model_files import verify_model_file
 from pipeline.artifacts.store import verify_artifact
-from pipeline.cli.deps import deps_problems, format_deps, rewrite_code_deps
 from pipeline.cli.detect_images import detect_file, draw_results
+from pipeline.cli.dvc_yaml import dvc_yaml_problems, dvc_yaml_text
 from pipeline.cli.inspect_artifact import describe_artifact, format_description
 from pipeline.cli.show_image import LAYERS, draw_layers
 from pipeline.errors import FrcnnError
@@ -150,14 +150,15 @@ def report(ctx: click.Context, data: Path, params_path: Path, out: Path) -> None
     click.echo(f"wrote {out}")
 
 
-@main.command()
+@main.command(name="dvc-yaml")
 @click.option(
     "--check",
-    "dvc_yaml",
+    "check_path",
     type=click.Path(dir_okay=False, path_type=Path),
     is_flag=False,
     flag_value="dvc.yaml",
-    help="Check this dvc.yaml (default: dvc.yaml) instead of printing; exit 1 on a difference.",
+    help="Compare this dvc.yaml (default: dvc.yaml) with the declarations; exit 1 naming each "
+    "difference.",
 )
 @click.option(
     "--write",
@@ -165,25 +166,25 @@ def report(ctx: click.Context, data: Path, params_path: Path, out: Path) -> None
     type=click.Path(dir_okay=False, path_type=Path),
     is_flag=False,
     flag_value="dvc.yaml",
-    help="Rewrite the code deps of this dvc.yaml (default: dvc.yaml) in place.",
+    help="Write it to this file (default: dvc.yaml).",
 )
 @click.pass_context
-def deps(ctx: click.Context, dvc_yaml: Path | None, write_to: Path | None) -> None:
-    """Print each stage's code deps (its import closure) as dvc.yaml should list them."""
+def dvc_yaml(ctx: click.Context, check_path: Path | None, write_to: Path | None) -> None:
+    """Print dvc.yaml as the stage declarations (pipeline/layout.py) and imports make it."""
     if write_to is not None:
-        text = report_errors(ctx.obj["debug"], write_to.read_text)
-        write_to.write_text(rewrite_code_deps(text))
-        click.echo(f"{write_to}: code deps rewritten from the stages' imports")
+        report_errors(ctx.obj["debug"], lambda: write_to.write_text(dvc_yaml_text()))
+        click.echo(f"{write_to}: written from pipeline/layout.py and the stages' imports")
         return
-    if dvc_yaml is None:
-        click.echo(format_deps())
+    if check_path is None:
+        click.echo(dvc_yaml_text(), nl=False)
         return
-    problems = report_errors(ctx.obj["debug"], lambda: deps_problems(dvc_yaml))
+    problems = report_errors(ctx.obj["debug"], lambda: dvc_yaml_problems(check_path))
     for problem in problems:
-        click.echo(f"{dvc_yaml}: {problem}", err=True)
+        click.echo(f"{check_path}: {problem}", err=True)
     if problems:
+        click.echo(f"{check_path}: run `frcnn dvc-yaml --write` to bring it up to date", err=True)
         sys.exit(1)
-    click.echo(f"{dvc_yaml}: the code deps of every stage match its imports")
+    click.echo(f"{check_path}: every stage matches its declaration and its imports")
 
 
 @main.command()

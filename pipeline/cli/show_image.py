@@ -12,8 +12,8 @@ from PIL import Image
 from pipeline.artifacts.anchor_targets import AnchorTargets
 from pipeline.artifacts.prepared import PreparedDataset
 from pipeline.artifacts.proposals import Proposals
+from pipeline.artifacts.views import view_rows
 from pipeline.data.records import TRAIN
-from pipeline.data.views import view_rows
 from pipeline.errors import ArtifactError, FrcnnError
 from pipeline.evaluation.drawing import (
     GT,

@@ -5,7 +5,7 @@ A reader maps a batch's views to its inputs: arrays read, decoded and normalised
 randomness and no model. So reading can run in another process and ahead of time without
 changing a single result; what an iteration computes on is fixed by its batch, and its batch
 by the iteration number. Readers pickle as the paths of the artifacts they read
-(`ReopensInWorkers`), so a worker opens its own Zarr handles, forked or spawned.
+(`ArtifactReader`), so a worker opens its own Zarr handles, forked or spawned.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
@@ -161,3 +162,9 @@ def stacked(images: Sequence[Image.Image]) -> Image.Image:
         out.paste(image, (0, top))
         top += image.height
     return out
+
+
+def save_png(image: Image.Image, path: Path) -> None:
+    """PNG without timestamps or other metadata: the same figure gives the same bytes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, format="PNG", optimize=False)

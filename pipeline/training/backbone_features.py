@@ -7,20 +7,19 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from pipeline.artifacts.model_files import load_model
-from pipeline.artifacts.store import expect_params
-from pipeline.config import Params
+from pipeline.artifacts.reads import StageInputs
 from pipeline.layout import PRETRAIN
 from pipeline.model.backbones import Backbone, saved_backbone
 
 
-def initial_backbone(params: Params) -> tuple[Backbone, str]:
+def initial_backbone(inputs: StageInputs) -> Backbone:
     """The backbone steps 1 and 2 both start from (the paper: from ImageNet, not from each
-    other): the `pretrain` stage's, and its fingerprint for their provenance."""
-    saved = load_model(PRETRAIN.out, PRETRAIN.name, expect_params(params, "backbone"))
+    other): the `pretrain` stage's, opened as an input of the stage."""
+    params = inputs.params
+    saved = inputs.model(PRETRAIN)
     backbone = saved_backbone(params.backbone, params.anchors.stride, saved["parts"]["backbone"])
     backbone.freeze_below(params.backbone.freeze_below)
-    return backbone, saved["fingerprint"]
+    return backbone
 
 
 class BackboneFeatures:

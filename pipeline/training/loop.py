@@ -91,7 +91,7 @@ class TrainingRun:
     common: TrainParams
     work: Path  # working folder: checkpoint and DVCLive logs
     fingerprint: str  # of the stage's params, inputs and code; a checkpoint of another is ignored
-    lr_key: str  # the params key of this step's learning rate, for advice on divergence
+    schedule_key: str  # the params key of this step's schedule ("train.step1"), for advice
     workers: int = 0  # DataLoader processes reading ahead
 
 
@@ -126,53 +126,22 @@ def train(run: TrainingRun, device: torch.device) -> list[dict[str, float]]:
     """Train `run.module` in place, resuming from the working folder; returns the loss log
     (rank 0's: the other ranks return an empty one)."""
     ranks, rank, main = distributed.world_size(), distributed.rank(), distributed.is_main()
-    if run.step.images_per_batch % ranks:
-        raise ParamError(
-            f"params.yaml: '{run.lr_key.rsplit('.', 1)[0]}.images_per_batch' is "
-            f"{run.step.images_per_batch}; with {ranks} processes (dist.nproc_per_node x "
-            f"dist.nnodes) it must be a multiple of {ranks}"
-        )
+    _check_batch_split(run, ranks)
     run.work.mkdir(parents=True, exist_ok=True)
     configure_backend(device, run.common.deterministic)
-    checkpoint_path = run.work / "checkpoint.pt"
     optimizer = _optimizer(run.module, run.common, run.step)
     scaler = torch.amp.GradScaler("cuda", enabled=run.common.amp == "fp16")
-    start, history, sums = 0, [], {}
-    if checkpoint_path.exists():
-        try:
-            checkpoint = safe_load(checkpoint_path)
-        except ArtifactError as exc:
-            raise ArtifactError(f"{exc}; delete it to start {run.stage} over") from None
-        if checkpoint.get("fingerprint") == run.fingerprint:
-            run.module.load_state_dict(checkpoint["model"])
-            optimizer.load_state_dict(checkpoint["optimizer"])
-            if "scaler" in checkpoint:
-                scaler.load_state_dict(checkpoint["scaler"])
-            start, history = checkpoint["iteration"], checkpoint["history"]
-            # The sums are over every rank: one rank carries them on, or they would count twice.
-            sums = checkpoint["pending_sums"] if main else {}
-        elif main:
-            log.info(
-                "%s: discarding a checkpoint made from other params, inputs or code",
-                checkpoint_path,
-            )
+    checkpoint = _Checkpoint(run, optimizer, scaler, main)
+    start, history, sums = checkpoint.resume()
     live = _replay_log(run.work / "live", history) if main else None
     # One rank alone must not stop on a bad value the others never see: checked per iteration
     # only in one CPU process, else where every rank holds the same sums (log, checkpoint).
-    guard = _Guard(run, checkpoint_path, exact=device.type == "cpu" and ranks == 1)
+    guard = _Guard(run, checkpoint.path, exact=device.type == "cpu" and ranks == 1)
     run.module.train()
     objective: nn.Module = _Objective(run.module, run.loss_fn)
     if ranks > 1:
         objective = DistributedDataParallel(objective)
-    bar = tqdm(
-        range(start, run.step.iterations),
-        initial=start,
-        total=run.step.iterations,
-        desc=run.stage,
-        unit="it",
-        leave=False,
-        disable=None if main else True,  # none when stderr is not a terminal (logs, CI)
-    )
+    bar = _progress_bar(run, start, main)
     batches = [
         batch_at(i, run.step.images_per_batch, run.views, run.common.seed)[rank::ranks]
         for i in range(start, run.step.iterations)
@@ -187,21 +156,6 @@ def train(run: TrainingRun, device: torch.device) -> list[dict[str, float]]:
         positions=range(rank, run.step.images_per_batch, ranks),
     )
     inputs = feed(EachView(run.read), batches, run.workers, device)
-
-    def save(done: int, pending: dict[str, float]) -> None:
-        state = {
-            "fingerprint": run.fingerprint,
-            "iteration": done,
-            "model": run.module.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "history": history,
-            "pending_sums": pending,  # over every rank, since the last log line
-        }
-        if scaler.is_enabled():
-            state["scaler"] = scaler.state_dict()
-        if main:
-            atomic_save(state, checkpoint_path)
-
     waited, began = 0.0, time.perf_counter()
     with _deferred_interrupt(enabled=ranks == 1) as interrupted:
         fed = iter(inputs)
@@ -209,28 +163,25 @@ def train(run: TrainingRun, device: torch.device) -> list[dict[str, float]]:
             asked = time.perf_counter()
             batch_inputs = next(fed)
             waited += time.perf_counter() - asked
-            losses = updater.step(iteration, batch_inputs)
-            done = iteration + 1
-            for name, value in losses.items():
+            for name, value in updater.step(iteration, batch_inputs).items():
                 sums[name] = sums.get(name, 0.0) + value.double()
-            log_due = done % run.common.log_every == 0 or done == run.step.iterations
+            done = iteration + 1
             finished = done == run.step.iterations
+            log_due = done % run.common.log_every == 0 or finished
             save_due = done % run.common.checkpoint_every == 0 or finished or interrupted()
+            pending: dict[str, float] = {}
             if log_due or save_due:
                 pending = _over_ranks(sums)
                 guard.check_pending(pending, iteration)
             if log_due:
-                count = (iteration % run.common.log_every) + 1
-                row = {"iteration": done, "lr": lr_at(iteration, run.step)}
-                row.update({f"loss/{k}": v / count for k, v in pending.items()})
-                row["loss/total"] = sum(v for k, v in row.items() if k.startswith("loss/"))
+                row = _log_row(run, iteration, pending)
                 history.append(row)
                 if live is not None:
                     _log(live, row)
                 bar.set_postfix(loss=f"{row['loss/total']:.3f}")
                 sums, pending = {}, {}
             if save_due:
-                save(done, pending)
+                checkpoint.save(done, history, pending)
             if interrupted():
                 bar.close()
                 raise KeyboardInterrupt(f"{run.stage}: interrupted; checkpoint at iteration {done}")
@@ -239,15 +190,103 @@ def train(run: TrainingRun, device: torch.device) -> list[dict[str, float]]:
         return []
     live.end()
     if batches:
-        elapsed = time.perf_counter() - began
-        log.info(
-            "%s: %d iterations in %.0f s, %.0f%% of it waiting for data",
-            run.stage,
-            len(batches),
-            elapsed,
-            100 * waited / elapsed,
-        )
+        _report_throughput(run.stage, len(batches), time.perf_counter() - began, waited)
     return history
+
+
+def _check_batch_split(run: TrainingRun, ranks: int) -> None:
+    """Each rank takes an equal share of every batch."""
+    if run.step.images_per_batch % ranks:
+        raise ParamError(
+            f"params.yaml: '{run.schedule_key}.images_per_batch' is "
+            f"{run.step.images_per_batch}; with {ranks} processes (dist.nproc_per_node x "
+            f"dist.nnodes) it must be a multiple of {ranks}"
+        )
+
+
+class _Checkpoint:
+    """The run's checkpoint in its working folder: the weights, optimizer and loss log at an
+    iteration, taken up again by a run of the same fingerprint."""
+
+    def __init__(
+        self,
+        run: TrainingRun,
+        optimizer: torch.optim.Optimizer,
+        scaler: torch.amp.GradScaler,
+        main: bool,
+    ) -> None:
+        self.run, self.optimizer, self.scaler, self.main = run, optimizer, scaler, main
+        self.path = run.work / "checkpoint.pt"
+
+    def resume(self) -> tuple[int, list[dict[str, float]], dict[str, float]]:
+        """(first iteration to run, loss log so far, loss sums not logged yet): from the
+        checkpoint if one of this run's fingerprint is there, else from the start."""
+        run = self.run
+        if not self.path.exists():
+            return 0, [], {}
+        try:
+            checkpoint = safe_load(self.path)
+        except ArtifactError as exc:
+            raise ArtifactError(f"{exc}; delete it to start {run.stage} over") from None
+        if checkpoint.get("fingerprint") != run.fingerprint:
+            if self.main:
+                log.info(
+                    "%s: discarding a checkpoint made from other params, inputs or code", self.path
+                )
+            return 0, [], {}
+        run.module.load_state_dict(checkpoint["model"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        if "scaler" in checkpoint:
+            self.scaler.load_state_dict(checkpoint["scaler"])
+        # The sums are over every rank: one rank carries them on, or they would count twice.
+        sums = checkpoint["pending_sums"] if self.main else {}
+        return checkpoint["iteration"], checkpoint["history"], sums
+
+    def save(self, done: int, history: list[dict[str, float]], pending: dict[str, float]) -> None:
+        state = {
+            "fingerprint": self.run.fingerprint,
+            "iteration": done,
+            "model": self.run.module.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "history": history,
+            "pending_sums": pending,  # over every rank, since the last log line
+        }
+        if self.scaler.is_enabled():
+            state["scaler"] = self.scaler.state_dict()
+        if self.main:
+            atomic_save(state, self.path)
+
+
+def _progress_bar(run: TrainingRun, start: int, main: bool) -> tqdm:
+    return tqdm(
+        range(start, run.step.iterations),
+        initial=start,
+        total=run.step.iterations,
+        desc=run.stage,
+        unit="it",
+        leave=False,
+        disable=None if main else True,  # none when stderr is not a terminal (logs, CI)
+    )
+
+
+def _log_row(run: TrainingRun, iteration: int, pending: dict[str, float]) -> dict[str, float]:
+    """One line of the loss log: the mean of each loss term since the last line, their total
+    and the learning rate."""
+    count = (iteration % run.common.log_every) + 1
+    row = {"iteration": iteration + 1, "lr": lr_at(iteration, run.step)}
+    row.update({f"loss/{k}": v / count for k, v in pending.items()})
+    row["loss/total"] = sum(v for k, v in row.items() if k.startswith("loss/"))
+    return row
+
+
+def _report_throughput(stage: str, iterations: int, elapsed: float, waited: float) -> None:
+    log.info(
+        "%s: %d iterations in %.0f s, %.0f%% of it waiting for data",
+        stage,
+        iterations,
+        elapsed,
+        100 * waited / elapsed,
+    )
 
 
 def _over_ranks(sums: dict[str, Tensor | float]) -> dict[str, float]:
@@ -293,7 +332,7 @@ class _Guard:
         # The checkpoint records the lr it was made with, so a rerun with another lr starts
         # over rather than mixing two schedules in one model.
         self.advice = (
-            f"lower {run.lr_key} and rerun: training starts over with it (the last good "
+            f"lower {run.schedule_key}.lr and rerun: training starts over with it (the last good "
             f"checkpoint, {checkpoint_path}, resumes only a rerun with the same params)"
         )
 

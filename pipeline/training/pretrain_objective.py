@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pipeline.artifacts.views import ViewSet, batch_images
 from pipeline.config import PretrainParams
-from pipeline.data.views import ViewSet, batch_images
 from pipeline.model.backbones import Backbone
 from pipeline.model.crops import background_boxes, crop_images, jitter_boxes, zoom_out_boxes
 from pipeline.model.losses import mean_over_views

@@ -1,12 +1,10 @@
-"""What the four training stages share: seeded initialisation, and training a set of parts,
-then saving them as the stage's model file with its provenance."""
+"""What the training stages share: seeded initialisation, and training a set of parts, then
+saving them as the stage's model file with its provenance."""
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -14,23 +12,15 @@ from torch import nn
 
 from pipeline import distributed
 from pipeline.artifacts.model_files import save_model
-from pipeline.artifacts.store import PARTIAL_SUFFIX, Provenance
-from pipeline.config import Params, StepParams, to_dict
+from pipeline.artifacts.reads import StageInputs
+from pipeline.artifacts.writer import PARTIAL_SUFFIX
+from pipeline.config import Params
 from pipeline.data.feeding import BatchReader
-from pipeline.evaluation.figures import save_png, training_curves
+from pipeline.evaluation.charts import save_png
 from pipeline.layout import CURVES, Stage, live_log
 from pipeline.seeds import derived_seed
+from pipeline.training.curves import training_curves
 from pipeline.training.loop import LossFn, TrainingRun, publish_log, train
-
-# How often a run checkpoints and logs, and how and by how many processes its inputs are read,
-# change none of its results, so none is provenance.
-NOT_PROVENANCE = {
-    "checkpoint_every",
-    "log_every",
-    "workers",
-    "features_in_memory",
-    "images_in_memory",
-}
 
 
 def seeded_init(params: Params, stage: Stage) -> None:
@@ -41,17 +31,15 @@ def seeded_init(params: Params, stage: Stage) -> None:
 @dataclass(frozen=True)
 class StageTraining:
     """What a training stage trains: `parts` with the `train.<step>` schedule on `views`,
-    inputs read by `read`, minimising `loss_fn`. The model records `sections` of the params,
-    the training params and the fingerprints of its `inputs`."""
+    inputs read by `read`, minimising `loss_fn`. The model records the provenance of the
+    `inputs` the stage opened."""
 
-    stage: Stage
+    inputs: StageInputs
     step: str
     parts: dict[str, nn.Module]
     read: BatchReader
     loss_fn: LossFn
     views: np.ndarray
-    sections: dict[str, Any]
-    inputs: dict[str, str]
     device: torch.device
     in_memory: bool = False  # `read` reads memory: it needs no reader process of its own
 
@@ -59,25 +47,10 @@ class StageTraining:
 def train_and_save(training: StageTraining, params: Params) -> dict[str, float]:
     """Train, save the parts as the stage's model file with its provenance and publish the
     loss log; return the last logged losses (on rank 0; the other ranks return nothing)."""
-    stage, step, parts, device = training.stage, training.step, training.parts, training.device
+    stage, step, device = training.inputs.stage, training.step, training.device
+    parts = training.parts
     schedule = getattr(params.train, step)
-    # The stage's own schedule is its provenance; the other steps' schedules are not (a new
-    # pretrain lr must not restart step 1's checkpoints).
-    schedules = {
-        f.name
-        for f in dataclasses.fields(params.train)
-        if isinstance(getattr(params.train, f.name), StepParams)
-    }
-    common = {
-        k: v
-        for k, v in to_dict(params.train).items()
-        if k not in schedules and k not in NOT_PROVENANCE
-    }
-    provenance = Provenance.of_stage(
-        stage,
-        params={**training.sections, "train": {**common, step: to_dict(schedule)}},
-        inputs=training.inputs,
-    )
+    provenance = training.inputs.provenance()
     work = stage.out.with_name(stage.out.name + PARTIAL_SUFFIX)
     module = nn.ModuleDict(parts).to(device)
     run = TrainingRun(
@@ -90,7 +63,7 @@ def train_and_save(training: StageTraining, params: Params) -> dict[str, float]:
         params.train,
         work,
         provenance.fingerprint,
-        lr_key=f"train.{step}.lr",
+        schedule_key=f"train.{step}",
         workers=0 if training.in_memory else params.train.workers,
     )
     history = train(run, device)
