@@ -95,37 +95,22 @@ STEP1_RPN = Stage(
     params=("backbone", "rpn", "anchors", "augment", *TRAINING, "train.step1"),
     live=True,
 )
-_SHARED_PROPOSALS = ("proposals.nms_iou", "proposals.min_size")
+# What proposing reads, and the top-N of the train and the test views.
+_PROPOSING = ("rpn", "anchors", "proposals.nms_iou", "proposals.min_size")
+_TRAIN_TOP_N = ("proposals.train_pre_nms", "proposals.train_post_nms", "augment")
+_TEST_TOP_N = ("proposals.test_pre_nms", "proposals.test_post_nms")
+_PROPOSED = ("train.device", "store.shard_size")
 STEP1_PROPOSALS = Stage(
     "step1_proposals",
     DATA / "step1" / "proposals.zarr",
     reads=(PREPARE, STEP1_RPN),
-    params=(
-        "backbone",
-        "rpn",
-        "anchors",
-        *_SHARED_PROPOSALS,
-        "proposals.train_pre_nms",
-        "proposals.train_post_nms",
-        "augment",
-        "train.device",
-        "store.shard_size",
-    ),
+    params=("backbone", *_PROPOSING, *_TRAIN_TOP_N, *_PROPOSED),
 )
 STEP1_TEST_PROPOSALS = Stage(
     "step1_test_proposals",
     DATA / "step1" / "test_proposals.zarr",
     reads=(PREPARE, STEP1_RPN),
-    params=(
-        "backbone",
-        "rpn",
-        "anchors",
-        *_SHARED_PROPOSALS,
-        "proposals.test_pre_nms",
-        "proposals.test_post_nms",
-        "train.device",
-        "store.shard_size",
-    ),
+    params=("backbone", *_PROPOSING, *_TEST_TOP_N, *_PROPOSED),
 )
 STEP1_PROPOSAL_TARGETS = Stage(
     "step1_proposal_targets",
@@ -172,31 +157,13 @@ STEP3_PROPOSALS = Stage(
     "step3_proposals",
     DATA / "step3" / "proposals.zarr",
     reads=(PREPARE, STEP3_FEATURES, STEP3_RPN),
-    params=(
-        "rpn",
-        "anchors",
-        *_SHARED_PROPOSALS,
-        "proposals.train_pre_nms",
-        "proposals.train_post_nms",
-        "augment",
-        "train.device",
-        "store.shard_size",
-    ),
+    params=(*_PROPOSING, *_TRAIN_TOP_N, *_PROPOSED),
 )
 STEP3_TEST_PROPOSALS = Stage(
     "step3_test_proposals",
     DATA / "step3" / "test_proposals.zarr",
     reads=(PREPARE, STEP3_FEATURES, STEP3_RPN),
-    params=(
-        "rpn",
-        "anchors",
-        *_SHARED_PROPOSALS,
-        "proposals.test_pre_nms",
-        "proposals.test_post_nms",
-        "augment",
-        "train.device",
-        "store.shard_size",
-    ),
+    params=(*_PROPOSING, *_TEST_TOP_N, "augment", *_PROPOSED),
 )
 STEP4_PROPOSAL_TARGETS = Stage(
     "step4_proposal_targets",

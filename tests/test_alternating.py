@@ -4,7 +4,9 @@ never touch the backbone, and every stage is deterministic."""
 import dataclasses
 import importlib
 import json
+import shlex
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -37,7 +39,7 @@ from pipeline.model import backbones
 from pipeline.model.roi_head import build_head, rois_with_batch_index
 from pipeline.model.rpn import build_rpn, view_proposals
 from stages import evaluate as evaluate_stage
-from tests.conftest import stage_function, tiny_params
+from tests.conftest import REPO, stage_function, tiny_params
 from tests.stage_runs import declared_params
 
 pytestmark = pytest.mark.slow
@@ -311,9 +313,13 @@ def test_export_refuses_parts_made_with_other_params(tiny_pipeline):
         p, anchors=dataclasses.replace(p.anchors, scales=(2.0, 4.0, 8.0))
     )
     with inside(root):
-        with pytest.raises(ArtifactError, match=r"data/step2/detector.pt: stale, made with roi.size = "):
+        with pytest.raises(
+            ArtifactError, match=r"data/step2/detector.pt: stale, made with roi.size = "
+        ):
             stage_function("export")(other_roi)
-        with pytest.raises(ArtifactError, match=r"data/step3/rpn.pt: stale, made with anchors.scales = "):
+        with pytest.raises(
+            ArtifactError, match=r"data/step3/rpn.pt: stale, made with anchors.scales = "
+        ):
             stage_function("export")(other_anchors)
 
 
@@ -420,3 +426,29 @@ def test_each_artifact_records_exactly_the_params_dvc_reruns_its_stage_for(tiny_
             if any(leaf == key or leaf.startswith(f"{key}.") for key in keys)
         }
         assert leaf_values(recorded_by[name]) == declared, name
+
+
+def readme_frcnn_commands() -> list[str]:
+    """Every `frcnn` command line of the README's shell blocks, without its comment."""
+    commands, in_shell = [], False
+    for line in (REPO / "README.md").read_text().splitlines():
+        if line.startswith("```"):
+            in_shell = line.strip() == "```sh"
+            continue
+        if in_shell and line.startswith("frcnn "):
+            commands.append(line.split("#", 1)[0].strip())
+    return commands
+
+
+def test_every_frcnn_command_the_readme_shows_runs_on_a_finished_pipeline(tiny_pipeline, tmp_path):
+    root, _ = tiny_pipeline
+    commands = readme_frcnn_commands()
+    assert {c.split()[1] for c in commands} >= {"report", "inspect", "verify", "show", "detect"}
+    copy = shutil.copytree(root, tmp_path / "project")
+    with inside(copy):
+        for command in commands:
+            result = CliRunner().invoke(main, shlex.split(command)[1:])
+            assert result.exit_code == 0, (command, result.output)
+        assert Path("report.html").stat().st_size > 0
+        assert isinstance(json.loads(Path("detections.json").read_text()), list)
+        assert Image.open("show.png").size[0] > 0

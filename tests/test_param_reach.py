@@ -110,12 +110,8 @@ CHECKED_AT = {
 
 # Keys a stage declares that cannot change what it computes, and why it declares them.
 DECLARED_UNCHANGED = {
-    ("backbone.freeze_below", "pretrain"): "pretraining trains every layer; it is recorded "
-    "with the backbone it starts the steps from",
     **{(f"proposals.train_{n}", "export"): "the detector proposes with the test top-N; the "
        "config it stores holds the whole proposals section" for n in ("pre_nms", "post_nms")},
-    ("train.channels_last", "step3_rpn"): "it trains on the feature cache: no convolution of "
-    "the backbone runs",
 }  # fmt: skip
 
 # Declared keys that change no result on this machine, and why.
