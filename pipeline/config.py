@@ -183,7 +183,8 @@ class ProposalParams:
 @dataclass(frozen=True)
 class RoIParams:
     pool: Literal["roi_pool", "roi_align"]
-    size: int = _positive_int()
+    # RoI pooling output side: memory grows with its square (detectron2 uses 7 and 14).
+    size: int = _checked(lambda v: 1 <= v <= 32, "an integer in [1, 32]")
     fc_dim: int = _positive_int()
     dropout: float = _checked(lambda v: 0 <= v < 1, "a number in [0, 1)")
     batch_size: int = _positive_int()

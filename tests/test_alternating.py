@@ -452,3 +452,22 @@ def test_every_frcnn_command_the_readme_shows_runs_on_a_finished_pipeline(tiny_p
         assert Path("report.html").stat().st_size > 0
         assert isinstance(json.loads(Path("detections.json").read_text()), list)
         assert Image.open("show.png").size[0] > 0
+
+
+def test_stages_run_directly_refuse_parts_trained_on_inputs_since_replaced(tiny_pipeline, tmp_path):
+    """Step 2 retrained (a schedule no later part records) and its cache rebuilt: the step-3
+    RPN, its proposals and everything trained on them were made from the old cache."""
+    root, p = tiny_pipeline
+    copy = shutil.copytree(root, tmp_path / "copy")
+    step2 = dataclasses.replace(p.train.step2, iterations=p.train.step2.iterations + 1)
+    longer = dataclasses.replace(p, train=dataclasses.replace(p.train, step2=step2))
+    with inside(copy):
+        stage_function("step2_fast_rcnn")(longer)
+        stage_function("step3_features")(longer)
+        for stage in ("step3_proposals", "step3_test_proposals", "export"):
+            with pytest.raises(
+                ArtifactError, match=r"data/step3/rpn.pt: stale, inputs.step3_features is"
+            ):
+                stage_function(stage)(longer)
+        with pytest.raises(ArtifactError, match=r"stale, made from another data/step3/features"):
+            stage_function("step4_fast_rcnn")(longer)

@@ -65,3 +65,23 @@ def test_an_enlarged_view_offers_boxes_up_to_the_size_asked(params):
     limited = sides(scales=(2.0,), enlarged_max_box=40)
     assert len(limited) > 0 and limited.max() <= 40
     assert sides(scales=(1.0,), enlarged_max_box=10).max() > 40  # the image's own size: any box
+
+
+def test_an_image_left_with_no_proposal_gets_no_detection_and_no_error(params, monkeypatch):
+    """Proposals under `proposals.min_size` are dropped: an image can be left with none."""
+    from pipeline.model import faster_rcnn
+
+    config = detector_config(params, (BACKGROUND_CLASS, "a", "b"))
+    torch.manual_seed(0)
+    detector = FasterRCNN.from_config(config).eval()
+    monkeypatch.setattr(
+        faster_rcnn, "view_proposals", lambda *a, **k: (torch.zeros(0, 4), torch.zeros(0))
+    )
+    pixels = np.random.default_rng(0).integers(0, 256, (60, 80, 3), dtype=np.uint8)
+    found = detector.detect(pixels)
+    assert found["boxes"].shape == (0, 4)
+    assert len(found["scores"]) == len(found["labels"]) == 0
+    side = detector.head.pool_size
+    pooled = torch.zeros(0, detector.backbone.out_channels, side, side)
+    logits, deltas = detector.head.classify(pooled)
+    assert logits.shape == (0, 3) and deltas.shape == (0, 3, 4)

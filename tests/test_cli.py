@@ -4,12 +4,16 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+import torch
 import yaml
 from click.testing import CliRunner
 
 from pipeline.artifacts.provenance import Provenance
 from pipeline.artifacts.writer import ArtifactWriter
+from pipeline.cli import main as cli_main
+from pipeline.cli.detect_images import drawing_paths
 from pipeline.cli.main import main
 from pipeline.layout import PREPARE
 from pipeline.runner import stage_command
@@ -146,3 +150,47 @@ def test_an_unexpected_exception_is_one_line_and_exit_2_unless_debugging():
     ]
     debugged = CliRunner().invoke(command, ["--params", str(REPO / "params.yaml"), "--debug"])
     assert isinstance(debugged.exception, TypeError)
+
+
+def test_drawings_of_images_with_one_name_do_not_overwrite_each_other(tmp_path):
+    a, b, c = tmp_path / "a" / "x.jpg", tmp_path / "b" / "x.jpg", tmp_path / "a" / "y.jpg"
+    d = tmp_path / "a" / "x.png"
+    drawn = tmp_path / "drawn"
+    assert drawing_paths([a, c], drawn) == {a: drawn / "x.png", c: drawn / "y.png"}
+    assert drawing_paths([a, b, c], drawn) == {
+        a: drawn / "a" / "x.png", b: drawn / "b" / "x.png", c: drawn / "y.png"
+    }  # fmt: skip
+    assert drawing_paths([a, d], drawn) == {a: drawn / "x.jpg.png", d: drawn / "x.png.png"}
+
+
+def test_detect_keeps_the_results_found_before_a_failure(tmp_path, monkeypatch):
+    calls = []
+
+    def detect_file(detector, path, score_thresh):
+        calls.append(path)
+        if len(calls) == 2:
+            raise RuntimeError("a bug")
+        return np.zeros((4, 4, 3), np.uint8), [{"file_name": str(path), "score": 1.0}]
+
+    monkeypatch.setattr(cli_main, "load_detector", lambda path: torch.nn.Identity())
+    monkeypatch.setattr(cli_main, "detect_file", detect_file)
+    out = tmp_path / "found.json"
+    result = CliRunner().invoke(main, ["detect", "a.jpg", "b.jpg", "c.jpg", "--out", str(out)])
+    assert result.exit_code == 2 and "internal error" in result.output
+    assert json.loads(out.read_text()) == [{"file_name": "a.jpg", "score": 1.0}]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(["--score-thresh", "nan"], "--score-thresh"), (["--score-thresh", "-1"], "--score-thresh")],
+)
+def test_detect_refuses_bad_option_values(args, message):
+    result = CliRunner().invoke(main, ["detect", "a.jpg", *args])
+    assert result.exit_code == 2 and message in result.output
+
+
+def test_detect_on_cuda_without_a_gpu_says_so(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    result = CliRunner().invoke(main, ["detect", "a.jpg", "--device", "cuda"])
+    assert result.exit_code == 1
+    assert "--device cuda: no CUDA device is visible here" in result.output

@@ -34,6 +34,7 @@ def test_repo_params_load_into_typed_sections(params):
         ("anchor_targets", "bg_iou", 0.0, "'anchor_targets.bg_iou' is 0.0; allowed: a number "
          "in (0, 1]"),
         ("roi", "fg_iou", 0, "'roi.fg_iou' is 0; allowed: a number in (0, 1]"),
+        ("roi", "size", 1000, "'roi.size' is 1000; allowed: an integer in [1, 32]"),
         ("pretrain", "crop_size", 40, "'pretrain.crop_size' is 40; allowed: a multiple of 16"),
         ("pretrain", "stride", 32, "'pretrain.stride' is 32; allowed: 8 or 16, the feature"),
         ("pretrain", "background_crops", 0, "'pretrain.background_crops' is 0; allowed"),

@@ -64,6 +64,9 @@ SIZE = "<size><width>50</width><height>50</height></size>"
          "a.xml: <size><height> is None, not a number"),
         ("<annotation><size><width>50.5</width><height>50</height></size></annotation>",
          "a.xml: <size><width> is '50.5', not a positive whole number of pixels"),
+        *((f"<annotation>{SIZE}<object><name>cat</name><difficult>{flag}</difficult>"
+           f"{BOX.format(1, 1, 9, 9)}</object></annotation>",
+           f"a.xml: object 1: <difficult> is '{flag}', not 0 or 1") for flag in ("true", "2")),
     ],
 )  # fmt: skip
 def test_bad_voc_annotations_are_named(tmp_path, xml, message):
@@ -126,6 +129,8 @@ def _set(path: list, value):
         (_set(["images", 0, "file_name"], "/etc/passwd"), "escapes the folder"),
         (_set(["images"], []), "empty split, no images listed"),
         (_set(["categories", 0, "name"], "cow"), "unknown category 'cow'"),
+        (_set(["annotations", 0, "iscrowd"], "0"), "'iscrowd' is '0', not 0 or 1"),
+        (_set(["annotations", 0, "iscrowd"], 2), "'iscrowd' is 2, not 0 or 1"),
     ],
 )
 def test_bad_coco_annotations_are_named(tmp_path, change, message):
@@ -146,3 +151,13 @@ def test_voc_xml_helper_round_trips_boxes():
     image = TinyImage("x", 40, 40, [("dog", [0, 0, 40, 40], True)])
     assert "<xmin>1</xmin>" in voc_xml(image)
     assert "<xmax>40</xmax>" in voc_xml(image)
+
+
+def test_two_coco_categories_of_one_name_need_data_classes_to_merge(tmp_path):
+    """With `data.classes: null` the class list comes from the categories: a repeated name
+    would give a class no object is ever labelled with."""
+    root, path = coco_with(tmp_path, _set(["categories", 1, "name"], "cat"))
+    with pytest.raises(DatasetError, match=r"categories 1 and 2 are both named 'cat'"):
+        coco_classes(path)
+    records = read_coco_split(root, path, "images", ("cat",))  # data.classes merges them
+    assert all(label == 1 for r in records for label in r.labels)

@@ -1,14 +1,17 @@
-"""Images are decoded as a person sees them: EXIF orientation applied, 16-bit scaled to 8-bit,
-and a decompression bomb refused in one line."""
+"""Images are decoded as a person sees them: EXIF orientation applied, each mode scaled by its
+real range (or refused), a decompression bomb or a file that is no regular file refused in one
+line."""
 
 import io
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.data.images import decode_image, image_size
+from pipeline.data.images import decode_image, image_size, read_image_bytes
+from pipeline.data.records import read_text
 from pipeline.errors import DatasetError
 
 WHERE = Path("photo.jpg")
@@ -47,3 +50,46 @@ def test_a_decompression_bomb_is_one_line(monkeypatch):
         image_size(data, WHERE)
     with pytest.raises(DatasetError, match=r"photo.jpg: refused as a decompression bomb"):
         decode_image(data, WHERE)
+
+
+@pytest.mark.parametrize(
+    ("mode", "values", "expected"),
+    [
+        ("I", [0, 257 * 64, 65535], [0, 64, 255]),  # 16-bit values held in 32 bits
+        ("F", [0.0, 0.5, 1.0], [0, 128, 255]),
+    ],
+)
+def test_32_bit_images_in_their_range_are_scaled(mode, values, expected):
+    dtype = np.int32 if mode == "I" else np.float32
+    data = encoded(Image.fromarray(np.array([values], dtype=dtype), mode), "TIFF")
+    decoded = np.asarray(decode_image(data, WHERE))
+    np.testing.assert_array_equal(decoded[0, :, 0], expected)
+
+
+@pytest.mark.parametrize(
+    ("mode", "values"), [("I", [0, 70000, 1 << 30]), ("F", [0.0, 2.5, 100.0]), ("F", [-1.0, 0.5])]
+)
+def test_32_bit_images_outside_a_known_range_are_refused_naming_the_file(mode, values):
+    """They would otherwise come out all white or all black."""
+    dtype = np.int32 if mode == "I" else np.float32
+    data = encoded(Image.fromarray(np.array([values], dtype=dtype), mode), "TIFF")
+    with pytest.raises(DatasetError, match=r"photo.jpg: 32-bit .* pixels outside 0-"):
+        decode_image(data, WHERE)
+
+
+def test_a_mode_with_no_rule_is_refused_naming_it():
+    data = encoded(Image.new("LAB", (4, 4)), "TIFF")
+    with pytest.raises(DatasetError, match=r"photo.jpg: images of mode LAB are not supported"):
+        decode_image(data, WHERE)
+
+
+def test_only_regular_files_are_read(tmp_path):
+    """A named pipe in the image folder would block the reader forever."""
+    fifo = tmp_path / "x.jpg"
+    os.mkfifo(fifo)
+    with pytest.raises(DatasetError, match=r"x.jpg: not a regular file"):
+        read_image_bytes(fifo)
+    with pytest.raises(DatasetError, match=r"x.jpg: not a regular file"):
+        read_text(fifo)
+    with pytest.raises(DatasetError, match=r": not a regular file"):
+        read_image_bytes(tmp_path)

@@ -6,6 +6,7 @@ import shutil
 
 import numpy as np
 import pytest
+import zarr
 
 from bench.project import inside
 from pipeline.artifacts import memory
@@ -103,6 +104,20 @@ def test_stale_artifacts_name_what_differs(tmp_path):
         open_artifact(out, "demo", expect={"inputs.upstream": "xyz"})
     with pytest.raises(ArtifactError, match="made by stage 'demo', expected 'prepare'"):
         open_artifact(out, "prepare")
+
+
+@pytest.mark.parametrize("manifest", [None, {}])
+def test_an_artifact_without_its_manifest_is_refused(tmp_path, manifest):
+    """Without the list of its files, a deleted shard would read as zeros."""
+    out = tmp_path / "demo.zarr"
+    write_demo(out).commit()
+    group = zarr.open_group(out, mode="r+")
+    if manifest is None:
+        del group.attrs["manifest"]
+    else:
+        group.attrs["manifest"] = manifest
+    with pytest.raises(ArtifactError, match=r"demo.zarr: no manifest of its files"):
+        open_artifact(out, "demo")
 
 
 def test_foreign_folders_are_refused(tmp_path):

@@ -67,7 +67,10 @@ def open_artifact(
     if attrs.get("complete") is not True:
         raise ArtifactError(f"{path}: incomplete (its stage did not finish); {fix}")
     restore = f"run `dvc checkout {path}` or `dvc repro -f {stage}`"
-    check_present(path, attrs.get("manifest", {}), restore)
+    manifest = attrs.get("manifest")
+    if not isinstance(manifest, Mapping) or not manifest:  # nothing to check its files against
+        raise ArtifactError(f"{path}: no manifest of its files, so it cannot be checked; {restore}")
+    check_present(path, manifest, restore)
     check_expected(path, attrs, expect, fix)
     return CheckedGroup(group, path, restore)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -47,3 +49,27 @@ def draw_results(pixels: np.ndarray, results: list[dict], out: Path) -> None:
     draw_boxes(picture, boxes.reshape(-1, 4), DETECTION, captions)
     out.parent.mkdir(parents=True, exist_ok=True)
     picture.save(out)
+
+
+def drawing_paths(images: Sequence[Path], folder: Path) -> dict[Path, Path]:
+    """Where each image's drawing goes in `folder`: `<name>.png`, unless images of one name
+    would overwrite each other's drawing (a/x.jpg and b/x.jpg): those keep their path below
+    their common folder (a/x.png, b/x.png), and their suffix where that still collides."""
+    by_name: dict[str, set[Path]] = {}
+    for path in images:
+        by_name.setdefault(f"{path.stem}.png", set()).add(path.resolve())
+    drawings = {}
+    for path in images:
+        name, clashing = f"{path.stem}.png", by_name[f"{path.stem}.png"]
+        if len(clashing) == 1:
+            drawings[path] = folder / name
+            continue
+        common = Path(os.path.commonpath([p.parent for p in clashing]))
+        relative = path.resolve().relative_to(common)
+        same_folder = sum(p.parent == path.resolve().parent for p in clashing) > 1
+        drawings[path] = folder / (
+            relative.with_name(f"{relative.name}.png")
+            if same_folder
+            else relative.with_suffix(".png")
+        )
+    return drawings

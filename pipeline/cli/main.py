@@ -7,11 +7,12 @@ import sys
 from pathlib import Path
 
 import click
+import torch
 
 from pipeline.artifacts.exported_model import load_detector
 from pipeline.artifacts.model_files import verify_model_file
 from pipeline.artifacts.store import verify_artifact
-from pipeline.cli.detect_images import detect_file, draw_results
+from pipeline.cli.detect_images import detect_file, draw_results, drawing_paths
 from pipeline.cli.dvc_yaml import dvc_yaml_problems, dvc_yaml_text
 from pipeline.cli.inspect_artifact import describe_artifact, format_description
 from pipeline.cli.show_image import LAYERS, draw_layers
@@ -187,6 +188,12 @@ def dvc_yaml(ctx: click.Context, check_path: Path | None, write_to: Path | None)
     click.echo(f"{check_path}: every stage matches its declaration and its imports")
 
 
+def _fraction(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    if not 0 <= value <= 1:  # also refuses nan, which click's FloatRange lets through
+        raise click.BadParameter(f"{value} is not a number in [0, 1]")
+    return value
+
+
 @main.command()
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option(
@@ -208,7 +215,7 @@ def dvc_yaml(ctx: click.Context, check_path: Path | None, write_to: Path | None)
     type=click.Path(file_okay=False, path_type=Path),
     help="Also write each image with its detections as a PNG here.",
 )
-@click.option("--score-thresh", default=0.5, show_default=True)
+@click.option("--score-thresh", default=0.5, show_default=True, callback=_fraction)
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.pass_context
 def detect(
@@ -223,20 +230,25 @@ def detect(
     """Detect objects in IMAGES with the exported model; unreadable images are skipped."""
 
     def run() -> int:
+        if device == "cuda" and not torch.cuda.is_available():
+            raise FrcnnError("--device cuda: no CUDA device is visible here; use --device cpu")
         detector = load_detector(model_path).to(device)
+        drawings = drawing_paths(images, draw) if draw is not None else {}
         results, failed = [], 0
-        with click.progressbar(images, label="detect", file=sys.stderr) as bar:
-            for path in bar:
-                try:
-                    pixels, found = detect_file(detector, path, score_thresh)
-                except FrcnnError as exc:  # a bad image: say so, and go on with the rest
-                    failed += 1
-                    click.echo(f"\nerror: {exc}", err=True)
-                    continue
-                results += found
-                if draw is not None:
-                    draw_results(pixels, found, draw / f"{path.stem}.png")
-        out.write_text(json.dumps(results, indent=1) + "\n")
+        try:
+            with click.progressbar(images, label="detect", file=sys.stderr) as bar:
+                for path in bar:
+                    try:
+                        pixels, found = detect_file(detector, path, score_thresh)
+                    except FrcnnError as exc:  # a bad image: say so, and go on with the rest
+                        failed += 1
+                        click.echo(f"\nerror: {exc}", err=True)
+                        continue
+                    results += found
+                    if path in drawings:
+                        draw_results(pixels, found, drawings[path])
+        finally:  # whatever stops the run, the results found so far are kept
+            out.write_text(json.dumps(results, indent=1) + "\n")
         click.echo(f"{len(results)} detections in {len(images) - failed} images -> {out}")
         return failed
 

@@ -78,7 +78,16 @@ def coco_classes(path: Path) -> tuple[str, ...]:
     categories = load_coco_json(path).get("categories") or []
     if not categories:
         raise DatasetError(f"{path}: no 'categories' listed")
-    return tuple(c["name"] for c in sorted(categories, key=lambda c: c["id"]))
+    ids: dict[str, int] = {}
+    for category in sorted(categories, key=lambda c: c["id"]):
+        name = category["name"]
+        if name in ids:
+            raise DatasetError(
+                f"{path}: categories {ids[name]} and {category['id']} are both named {name!r}; "
+                "list the classes in data.classes to merge them into one"
+            )
+        ids[name] = category["id"]
+    return tuple(ids)
 
 
 def read_coco_split(
@@ -124,7 +133,10 @@ def read_coco_split(
         box = [x, y, x + w, y + h]
         check_box(box, where)
         label = category_label[ann["category_id"]]
-        objects[ann["image_id"]].append((box, label, bool(ann.get("iscrowd", 0))))
+        crowd = ann.get("iscrowd", 0)
+        if crowd not in (0, 1) or isinstance(crowd, float):
+            raise DatasetError(f"{where}: 'iscrowd' is {crowd!r:.60}, not 0 or 1")
+        objects[ann["image_id"]].append((box, label, bool(crowd)))
     return [
         make_record(str(i), files[i], objects[i], f"{annotations}: image {i}", sizes[i])
         for i in files

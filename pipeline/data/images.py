@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
+from pipeline.data.records import read_regular_file
 from pipeline.errors import DatasetError
 
 # Prepared canvases are padded to a multiple of this, which every supported feature stride
@@ -23,7 +24,7 @@ PIXEL_STD = (0.229, 0.224, 0.225)
 
 def read_image_bytes(path: Path) -> bytes:
     try:
-        return path.read_bytes()
+        return read_regular_file(path)
     except FileNotFoundError:
         raise DatasetError(f"{path}: image file not found") from None
     except OSError as exc:
@@ -48,20 +49,42 @@ def _open(data: bytes, path: Path) -> Image.Image:
         raise DatasetError(f"{path}: unreadable image ({exc})") from None
 
 
+# Pillow modes that convert to RGB as a viewer shows them (alpha dropped, palettes looked up).
+TO_RGB = {"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr"}
+SIXTEEN_BIT = {"I;16", "I;16B", "I;16L", "I;16N"}
+
+
 def decode_image(data: bytes, path: Path) -> Image.Image:
     """The image as displayed (EXIF orientation applied, as annotation tools show it), in 8-bit
-    RGB (16-bit images scaled, not clipped); a truncated or non-image file is a DatasetError."""
+    RGB; a truncated or non-image file is a DatasetError.
+
+    Each mode by its real range: 8-bit modes as Pillow converts them; 16-bit greyscale scaled
+    from 0-65535 (not clipped); 32-bit integer greyscale the same when every value is in
+    0-65535 (how Pillow widens some 16-bit files), 32-bit float greyscale from 0-1; any other
+    range or mode has no scale to read it by and is refused, naming the file."""
     image = _open(data, path)
     try:
         image.load()
         image = ImageOps.exif_transpose(image)
     except UNREADABLE as exc:
         raise DatasetError(f"{path}: unreadable image ({exc})") from None
-    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
-        # 16-bit greyscale (PIL's "I" modes hold it in 32 bits): 65535 is white, not 255.
-        grey = np.asarray(image, dtype=np.float64) * (255.0 / 65535.0)
-        return Image.fromarray(grey.clip(0, 255).round().astype(np.uint8)).convert("RGB")
-    return image.convert("RGB")
+    if image.mode in TO_RGB:
+        return image.convert("RGB")
+    if image.mode in SIXTEEN_BIT or image.mode in ("I", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        top = 1.0 if image.mode == "F" else 65535.0
+        if values.size and not (
+            np.isfinite(values).all() and values.min() >= 0 and values.max() <= top
+        ):
+            kind = "float" if image.mode == "F" else "integer"
+            raise DatasetError(
+                f"{path}: 32-bit {kind} pixels outside 0-{top:g} "
+                f"({values.min():g} to {values.max():g}): no range to scale them to 8 bits by; "
+                "save the image with 8 or 16 bits per channel"
+            )
+        grey = (values * (255.0 / top)).round().astype(np.uint8)
+        return Image.fromarray(grey).convert("RGB")
+    raise DatasetError(f"{path}: images of mode {image.mode} are not supported; save it as RGB")
 
 
 def image_size(data: bytes, path: Path) -> tuple[int, int]:

@@ -4,6 +4,7 @@ and the plan of the prepared dataset made from them."""
 from __future__ import annotations
 
 import math
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,9 +101,17 @@ def safe_join(root: Path, relative: object, what: str, within: Path | None = Non
     return joined
 
 
+def read_regular_file(path: Path) -> bytes:
+    """The bytes of a regular file; anything else (a named pipe, a device, a folder) is refused
+    before it is opened, as reading it could block or never end."""
+    if not stat.S_ISREG(path.stat().st_mode):
+        raise DatasetError(f"{path}: not a regular file")
+    return path.read_bytes()
+
+
 def read_text(path: Path) -> str:
     """A dataset text file (split list, annotation JSON), refused in one line if not UTF-8."""
     try:
-        return path.read_bytes().decode("utf-8")
+        return read_regular_file(path).decode("utf-8")
     except UnicodeDecodeError as exc:
         raise DatasetError(f"{path}: not UTF-8 text (byte {exc.start})") from None

@@ -102,6 +102,8 @@ def _read_annotation(
                 f"{where}: empty box, xmin {xmin:g} xmax {xmax:g} ymin {ymin:g} ymax {ymax:g}"
             )
         box = [xmin - 1, ymin - 1, xmax, ymax]
-        difficult = (obj.findtext("difficult") or "0").strip() == "1"
-        objects.append((box, index[name], difficult))
+        difficult = (obj.findtext("difficult") or "0").strip()
+        if difficult not in ("0", "1"):
+            raise DatasetError(f"{where}: <difficult> is {difficult!r:.60}, not 0 or 1")
+        objects.append((box, index[name], difficult == "1"))
     return make_record(image_id, image_path, objects, str(xml_path), (height, width))

@@ -84,7 +84,8 @@ class FastRCNNHead(nn.Module):
         """Class logits [K, C] and box deltas [K, C, 4] of pooled RoIs."""
         hidden = self.fc(pooled.flatten(1))
         deltas = self.box_deltas(hidden)
-        return self.class_logits(hidden), deltas.view(len(pooled), -1, 4)
+        # The class count is spelt out: with no RoI at all, -1 would be ambiguous.
+        return self.class_logits(hidden), deltas.view(len(pooled), deltas.shape[1] // 4, 4)
 
     @contextmanager
     def dropout_by_view(self, rows: list[int], seeds: list[int]) -> Iterator[None]:
