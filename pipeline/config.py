@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import string
 import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -40,6 +41,15 @@ def _fraction() -> Any:
 def _positive_fraction() -> Any:
     """An IoU threshold that labels something: at 0 every box would clear it."""
     return _checked(lambda v: 0.0 < v <= 1.0, "a number in (0, 1]")
+
+
+def _split_template(value: str) -> bool:
+    """Only `{split}` may be filled in (any other field would fail at its first use)."""
+    try:
+        fields = [name for _, name, _, _ in string.Formatter().parse(value) if name is not None]
+    except ValueError:  # an unmatched brace
+        return False
+    return all(name == "split" for name in fields)
 
 
 def _positive_list() -> Any:
@@ -91,9 +101,12 @@ class DataParams:
     train_split: str = _checked(lambda v: v != "", "a non-empty split name")
     test_split: str = _checked(lambda v: v != "", "a non-empty split name")
     coco_annotations: str = _checked(
-        lambda v: v.endswith(".json"), "a path ending in .json ({split} is replaced)"
+        lambda v: v.endswith(".json") and _split_template(v),
+        "a path ending in .json; {split}, the only placeholder, is replaced by the split name",
     )
-    coco_images: str
+    coco_images: str = _checked(
+        _split_template, "a folder; {split}, the only placeholder, is replaced by the split name"
+    )
     min_size: int = _positive_int()
     max_size: int = _positive_int()
 
@@ -164,9 +177,9 @@ class PretrainParams:
 
 @dataclass(frozen=True)
 class RPNParams:
-    channels: int = _positive_int()
+    channels: int = _checked(lambda v: 1 <= v <= 4096, "an integer in [1, 4096]")
     batch_size: int = _positive_int()
-    fg_fraction: float = _fraction()
+    fg_fraction: float = _positive_fraction()  # 0: no anchor ever learns a box
     box_sigma: float = _checked(lambda v: v > 0, "a number > 0")
 
 
@@ -185,10 +198,10 @@ class RoIParams:
     pool: Literal["roi_pool", "roi_align"]
     # RoI pooling output side: memory grows with its square (detectron2 uses 7 and 14).
     size: int = _checked(lambda v: 1 <= v <= 32, "an integer in [1, 32]")
-    fc_dim: int = _positive_int()
+    fc_dim: int = _checked(lambda v: 1 <= v <= 16384, "an integer in [1, 16384]")
     dropout: float = _checked(lambda v: 0 <= v < 1, "a number in [0, 1)")
     batch_size: int = _positive_int()
-    fg_fraction: float = _fraction()
+    fg_fraction: float = _positive_fraction()  # 0: no RoI ever learns a box
     fg_iou: float = _positive_fraction()
     bg_iou_low: float = _fraction()
     bg_iou_high: float = _fraction()
@@ -292,9 +305,11 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     """Read and validate the whole params file; raise ParamError naming the first bad key."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_bytes().decode("utf-8-sig"))
     except FileNotFoundError:
         raise ParamError(f"{path}: file not found") from None
+    except UnicodeDecodeError as exc:
+        raise ParamError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark else ""

@@ -194,3 +194,24 @@ def test_detect_on_cuda_without_a_gpu_says_so(monkeypatch):
     result = CliRunner().invoke(main, ["detect", "a.jpg", "--device", "cuda"])
     assert result.exit_code == 1
     assert "--device cuda: no CUDA device is visible here" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-o", "x.xyz"], "x.xyz is not a .png or .jpg file name"),
+        (["-o", "x.png", "--top-k", "-1"], "--top-k"),
+        (["-o", "x.png", "--score-thresh", "nan"], "--score-thresh"),
+    ],
+)
+def test_show_refuses_bad_option_values_before_reading_anything(args, message):
+    result = CliRunner().invoke(main, ["show", "--image", "0", *args])
+    assert result.exit_code == 2 and message in result.output
+
+
+def test_show_into_a_file_as_if_a_folder_names_it(tmp_path):
+    (tmp_path / "taken").write_text("")
+    out = tmp_path / "taken" / "x.png"
+    result = CliRunner().invoke(main, ["show", "--image", "0", "-o", str(out)])
+    assert result.exit_code == 1
+    assert f"{tmp_path / 'taken'} is a file, not a folder" in result.output

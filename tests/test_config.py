@@ -35,6 +35,13 @@ def test_repo_params_load_into_typed_sections(params):
          "in (0, 1]"),
         ("roi", "fg_iou", 0, "'roi.fg_iou' is 0; allowed: a number in (0, 1]"),
         ("roi", "size", 1000, "'roi.size' is 1000; allowed: an integer in [1, 32]"),
+        ("roi", "fc_dim", 10**6, "'roi.fc_dim' is 1000000; allowed: an integer in [1, 16384]"),
+        ("roi", "fg_fraction", 0.0, "'roi.fg_fraction' is 0.0; allowed: a number in (0, 1]"),
+        ("rpn", "fg_fraction", 0.0, "'rpn.fg_fraction' is 0.0; allowed: a number in (0, 1]"),
+        ("rpn", "channels", 10**6, "'rpn.channels' is 1000000; allowed: an integer in [1, 4096]"),
+        ("data", "coco_annotations", "annotations/{spilt}.json",
+         "'data.coco_annotations' is 'annotations/{spilt}.json' (str); allowed: a path ending"),
+        ("data", "coco_images", "images/{split", "'data.coco_images' is 'images/{split' (str)"),
         ("pretrain", "crop_size", 40, "'pretrain.crop_size' is 40; allowed: a multiple of 16"),
         ("pretrain", "stride", 32, "'pretrain.stride' is 32; allowed: 8 or 16, the feature"),
         ("pretrain", "background_crops", 0, "'pretrain.background_crops' is 0; allowed"),
@@ -87,3 +94,12 @@ def test_missing_and_malformed_files(tmp_path):
     bad.write_text("anchors: [1, 2\n")
     with pytest.raises(ParamError, match=r"bad.yaml: not valid YAML \(line"):
         load_params(bad)
+    bad.write_bytes(b"anchors:\n  stride: 8 # \xe9\n")
+    with pytest.raises(ParamError, match=r"bad.yaml: not UTF-8 text \(byte 23\)"):
+        load_params(bad)
+
+
+def test_a_params_file_with_a_byte_order_mark_loads(tmp_path):
+    marked = tmp_path / "params.yaml"
+    marked.write_bytes(b"\xef\xbb\xbf" + (REPO / "params.yaml").read_bytes())
+    assert load_params(marked) == load_params(REPO / "params.yaml")

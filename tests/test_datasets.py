@@ -130,6 +130,8 @@ def _set(path: list, value):
         (_set(["images"], []), "empty split, no images listed"),
         (_set(["categories", 0, "name"], "cow"), "unknown category 'cow'"),
         (_set(["annotations", 0, "iscrowd"], "0"), "'iscrowd' is '0', not 0 or 1"),
+        (_set(["annotations", 0, "bbox"], [1, 2, "3", 5]), r"bbox\[2\] is '3', not a number"),
+        (_set(["annotations", 0, "bbox"], [1, True, 3, 5]), r"bbox\[1\] is True, not a number"),
         (_set(["annotations", 0, "iscrowd"], 2), "'iscrowd' is 2, not 0 or 1"),
     ],
 )
@@ -161,3 +163,18 @@ def test_two_coco_categories_of_one_name_need_data_classes_to_merge(tmp_path):
         coco_classes(path)
     records = read_coco_split(root, path, "images", ("cat",))  # data.classes merges them
     assert all(label == 1 for r in records for label in r.labels)
+
+
+def test_a_split_file_with_a_byte_order_mark_reads_its_first_id(tmp_path):
+    root = write_voc(tmp_path / "voc", {"trainval": [TinyImage("a", 50, 50)]})
+    split = root / "ImageSets" / "Main" / "trainval.txt"
+    split.write_bytes(b"\xef\xbb\xbf" + split.read_bytes())
+    assert [r.image_id for r in read_voc_split(root, "trainval", CLASSES)] == ["a"]
+
+
+def test_a_number_too_long_for_python_is_one_line(tmp_path):
+    root = write_coco(tmp_path / "coco", splits(), CLASSES)
+    path = root / "annotations" / "trainval.json"
+    path.write_text('{"images": [], "x": ' + "9" * 5000 + "}")
+    with pytest.raises(DatasetError, match=r"trainval.json: unreadable JSON"):
+        read_coco_split(root, path, "images", CLASSES)

@@ -1,5 +1,7 @@
 """Model files: safe loading, provenance checks, atomic writes."""
 
+from pathlib import Path
+
 import pytest
 import torch
 from click.testing import CliRunner
@@ -42,6 +44,29 @@ def test_a_file_that_is_not_a_checkpoint_is_refused(tmp_path):
     path.write_bytes(b"\x00not a checkpoint")
     with pytest.raises(ArtifactError, match="rpn.pt: not a checkpoint or model file"):
         load_model(path, "step1_rpn")
+
+
+@pytest.mark.parametrize("keep", [0.3, 0.6, 0.9])
+def test_a_truncated_model_file_is_refused_naming_it(tmp_path, keep):
+    path = tmp_path / "rpn.pt"
+    save_model(path, PROVENANCE, {"rpn": {"w": torch.ones(64, 64)}})
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+    with pytest.raises(ArtifactError, match="rpn.pt: not a checkpoint or model file"):
+        load_model(path, "step1_rpn")
+
+
+def test_a_full_disk_while_saving_names_the_file_and_leaves_nothing(tmp_path, monkeypatch):
+    def full(obj, f):
+        Path(f).write_bytes(b"part")
+        raise RuntimeError("[enforce fail at inline_container.cc:603] . PytorchStreamWriter failed")
+
+    monkeypatch.setattr(torch, "save", full)
+    path = tmp_path / "rpn.pt"
+    with pytest.raises(OSError, match=r"cannot write it .*is the disk full\?") as raised:
+        save_model(path, PROVENANCE, {"rpn": {}})
+    assert raised.value.filename == str(path)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_malicious_checkpoint_is_refused_not_executed(tmp_path):

@@ -206,3 +206,13 @@ def test_an_input_made_from_another_version_of_its_own_input_is_refused(tmp_path
         write_demo(PREPARE.out, provenance=Provenance(PREPARE.name, {"k": 2}, {})).commit()
         with pytest.raises(ArtifactError, match="anchor_targets.zarr: stale, made from another"):
             open_artifact(reader, ANCHOR_TARGETS.name)
+
+
+def test_a_full_disk_during_a_shard_write_names_the_artifact(tmp_path, monkeypatch):
+    def full(self, key, value):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(zarr.Array, "__setitem__", full)
+    with pytest.raises(OSError, match="No space left on device") as raised:
+        write_demo(tmp_path / "demo.zarr")
+    assert raised.value.filename == str(tmp_path / "demo.zarr.partial")

@@ -384,3 +384,13 @@ def test_a_killed_step_resumes_only_with_its_own_schedule_unchanged(
         assert executed == list(range(params.train.step1.iterations)), key
     else:
         assert executed == list(range(5, 10)), key
+
+
+def test_a_batch_larger_than_the_views_it_trains_on_is_refused(tiny_data, tmp_path):
+    root, p = tiny_data
+    run = rpn_run(root, p, tmp_path / "work", iterations=2)
+    run = dataclasses.replace(
+        run, step=dataclasses.replace(run.step, images_per_batch=len(run.views) + 1)
+    )
+    with pytest.raises(ParamError, match=r"'train.step1.images_per_batch' is \d+, more than the"):
+        train(run, CPU)

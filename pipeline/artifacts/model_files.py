@@ -9,6 +9,7 @@ file intact.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import pickle
@@ -55,7 +56,14 @@ def atomic_save(obj: Mapping[str, Any], path: Path) -> None:
     """`obj` plus its content checksum, written to a temporary file renamed into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save({**obj, CHECKSUM: content_digest(obj)}, tmp)
+    try:
+        torch.save({**obj, CHECKSUM: content_digest(obj)}, tmp)
+    except RuntimeError as exc:  # torch's writer reports a full disk as a RuntimeError
+        tmp.unlink(missing_ok=True)
+        reason = str(exc).strip().splitlines()[0][:120]
+        raise OSError(
+            errno.EIO, f"cannot write it ({reason}); is the disk full?", str(path)
+        ) from None
     os.replace(tmp, path)
 
 
@@ -66,7 +74,14 @@ def safe_load(path: Path) -> dict[str, Any]:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise
-    except (pickle.UnpicklingError, RuntimeError, zipfile.BadZipFile, EOFError, ValueError) as exc:
+    except (
+        pickle.UnpicklingError,
+        RuntimeError,
+        zipfile.BadZipFile,
+        EOFError,
+        ValueError,
+        OSError,  # e.g. a truncated file: "[Errno 22] Invalid argument"
+    ) as exc:
         reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
         raise ArtifactError(
             f"{path}: not a checkpoint or model file this pipeline wrote ({reason})"

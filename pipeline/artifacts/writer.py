@@ -173,10 +173,24 @@ class ArtifactWriter:
                 for i in range(start, stop):
                     items.append(make_item(i) if inputs is None else make_item(i, next(inputs)))
                     bar.update()
-                for name, array in arrays.items():
-                    array[start:stop] = np.stack([item[name] for item in items])
+                self._write_shard(arrays, items, start, stop)
                 self._mark_shard_done(first, shard)
         distributed.barrier()  # every shard is written
+
+    def _write_shard(
+        self,
+        arrays: Mapping[str, zarr.Array],
+        items: list[Mapping[str, np.ndarray]],
+        start: int,
+        stop: int,
+    ) -> None:
+        try:
+            for name, array in arrays.items():
+                array[start:stop] = np.stack([item[name] for item in items])
+        except OSError as exc:  # zarr's store names no file: name the artifact being written
+            if exc.filename is not None:
+                raise
+            raise OSError(exc.errno, exc.strerror or str(exc), str(self.work)) from None
 
     def _progress_file(self, array: zarr.Array, shard: int) -> Path:
         return self.progress_dir / f"{array.basename}.{shard}"

@@ -30,6 +30,21 @@ def main(ctx: click.Context, debug: bool) -> None:
     ctx.obj = {"debug": debug}
 
 
+def _fraction(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    if not 0 <= value <= 1:  # also refuses nan, which click's FloatRange lets through
+        raise click.BadParameter(f"{value} is not a number in [0, 1]")
+    return value
+
+
+PICTURES = {".png", ".jpg", ".jpeg"}
+
+
+def _picture_path(ctx: click.Context, param: click.Parameter, value: Path) -> Path:
+    if value.suffix.lower() not in PICTURES:
+        raise click.BadParameter(f"{value} is not a .png or .jpg file name")
+    return value
+
+
 @main.command()
 @click.argument("path", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
@@ -89,8 +104,12 @@ def verify(ctx: click.Context, paths: tuple[Path, ...]) -> None:
     show_default=True,
     help="Whose proposals to draw.",
 )
-@click.option("--top-k", default=20, show_default=True, help="Proposals to draw.")
-@click.option("--score-thresh", default=0.5, show_default=True, help="Detections to draw.")
+@click.option(
+    "--top-k", type=click.IntRange(min=0), default=20, show_default=True, help="Proposals to draw."
+)
+@click.option(
+    "--score-thresh", default=0.5, show_default=True, callback=_fraction, help="Detections to draw."
+)
 @click.option(
     "--scale",
     type=click.FloatRange(min=0.1, max=16),
@@ -100,7 +119,14 @@ def verify(ctx: click.Context, paths: tuple[Path, ...]) -> None:
 @click.option(
     "--data", type=click.Path(file_okay=False, path_type=Path), default=str(DATA), show_default=True
 )
-@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option(
+    "-o",
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    callback=_picture_path,
+    help="The picture: .png or .jpg.",
+)
 @click.pass_context
 def show(
     ctx: click.Context,
@@ -116,6 +142,9 @@ def show(
     """Draw an image with its ground truth, anchors, proposals and detections (a PNG)."""
 
     def draw() -> None:
+        folder = next((p for p in (out.parent, *out.parent.parents) if p.exists()), None)
+        if folder is not None and not folder.is_dir():
+            raise FrcnnError(f"{out}: cannot write it, {folder} is a file, not a folder")
         chosen = [layer.strip() for layer in layers.split(",") if layer.strip()]
         picture = draw_layers(data, reference, chosen, int(step), top_k, score_thresh, scale)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -186,12 +215,6 @@ def dvc_yaml(ctx: click.Context, check_path: Path | None, write_to: Path | None)
         click.echo(f"{check_path}: run `frcnn dvc-yaml --write` to bring it up to date", err=True)
         sys.exit(1)
     click.echo(f"{check_path}: every stage matches its declaration and its imports")
-
-
-def _fraction(ctx: click.Context, param: click.Parameter, value: float) -> float:
-    if not 0 <= value <= 1:  # also refuses nan, which click's FloatRange lets through
-        raise click.BadParameter(f"{value} is not a number in [0, 1]")
-    return value
 
 
 @main.command()

@@ -39,18 +39,23 @@ def read_splits(data: DataParams, classes: tuple[str, ...]) -> list[tuple[int, I
     if not root.is_dir():
         raise DatasetError(f"data.root: dataset folder {root} does not exist")
     pairs = []
+    listed_in: dict[str, Path] = {}
     for split, name in ((TRAIN, data.train_split), (TEST, data.test_split)):
         if data.source == "coco":
-            path = annotation_path(root, data.coco_annotations, name)
-            records = read_coco_split(root, path, data.coco_images.format(split=name), classes)
+            source = annotation_path(root, data.coco_annotations, name)
+            records = read_coco_split(root, source, data.coco_images.format(split=name), classes)
         else:
+            source = root / "ImageSets" / "Main" / f"{name}.txt"
             records = read_voc_split(root, name, classes)
+        for record in records:
+            if record.image_id in listed_in:
+                raise DatasetError(
+                    f"{source}: image id {record.image_id!r} is also listed in "
+                    f"{listed_in[record.image_id]}; an image belongs to one split, and ids "
+                    "must differ between the splits' files"
+                )
+            listed_in[record.image_id] = source
         pairs += [(split, r) for r in records]
-    seen: set[str] = set()
-    for _, record in pairs:
-        if record.image_id in seen:
-            raise DatasetError(f"data.root: image id {record.image_id!r} is listed twice")
-        seen.add(record.image_id)
     if not any(len(record.boxes) for split, record in pairs if split == TRAIN):
         # Every stage would run and "train" on background alone.
         raise DatasetError(

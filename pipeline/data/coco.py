@@ -61,6 +61,8 @@ def load_coco_json(path: Path) -> dict[str, Any]:
         raise DatasetError(f"{path}: malformed JSON (line {exc.lineno}: {exc.msg})") from None
     except RecursionError:
         raise DatasetError(f"{path}: nested too deeply to be a COCO instances file") from None
+    except ValueError as exc:  # e.g. an integer of more digits than Python converts
+        raise DatasetError(f"{path}: unreadable JSON ({str(exc)[:80]})") from None
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise DatasetError(f"{path}: not a COCO instances file (no 'images' list)")
     for n, image in enumerate(_entries(data, "images", path, required=True)):
@@ -129,6 +131,9 @@ def read_coco_split(
         bbox = ann.get("bbox")
         if not isinstance(bbox, list) or len(bbox) != 4:
             raise DatasetError(f"{where}: bbox {bbox!r} is not [x, y, width, height]")
+        for i, value in enumerate(bbox):
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise DatasetError(f"{where}: bbox[{i}] is {value!r:.60}, not a number")
         x, y, w, h = (parse_coordinate(v, where, f"bbox[{i}]") for i, v in enumerate(bbox))
         box = [x, y, x + w, y + h]
         check_box(box, where)

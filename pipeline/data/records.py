@@ -112,6 +112,7 @@ def read_regular_file(path: Path) -> bytes:
 def read_text(path: Path) -> str:
     """A dataset text file (split list, annotation JSON), refused in one line if not UTF-8."""
     try:
-        return read_regular_file(path).decode("utf-8")
+        # A byte-order mark is no part of the first line (editors on Windows write one).
+        return read_regular_file(path).decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise DatasetError(f"{path}: not UTF-8 text (byte {exc.start})") from None

@@ -195,7 +195,12 @@ def train(run: TrainingRun, device: torch.device) -> list[dict[str, float]]:
 
 
 def _check_batch_split(run: TrainingRun, ranks: int) -> None:
-    """Each rank takes an equal share of every batch."""
+    """A batch holds each view at most once, and each rank takes an equal share of it."""
+    if run.step.images_per_batch > len(run.views):
+        raise ParamError(
+            f"params.yaml: '{run.schedule_key}.images_per_batch' is "
+            f"{run.step.images_per_batch}, more than the {len(run.views)} views it trains on"
+        )
     if run.step.images_per_batch % ranks:
         raise ParamError(
             f"params.yaml: '{run.schedule_key}.images_per_batch' is "
