@@ -1,1 +1,1 @@
-"""The `frcnn` command: inspect, verify, show, detect and deps."""
+"""The `frcnn` command: report, inspect, verify, show, detect and dvc-yaml."""

@@ -1,1 +1,2 @@
-"""Data: dataset readers (VOC, COCO, synthetic), image decoding and resizing, and views."""
+"""Data: dataset readers (VOC, COCO, synthetic), image decoding and resizing, and the
+DataLoader feed that reads ahead of the model."""
