@@ -18,10 +18,10 @@ from pipeline.artifacts.exported_model import detector_of
 from pipeline.artifacts.prepared import PreparedDataset
 from pipeline.artifacts.proposals import Proposals
 from pipeline.artifacts.reads import StageInputs
+from pipeline.charts import save_png
 from pipeline.config import Params
 from pipeline.data.images import normalise
 from pipeline.data.records import TEST
-from pipeline.evaluation.charts import save_png
 from pipeline.evaluation.drawing import auto_scale, draw_outcomes
 from pipeline.evaluation.figures import ap_by_size, pr_curves
 from pipeline.evaluation.metrics import (

@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-from pipeline.evaluation.charts import Series, bar_chart, line_chart, nice_ticks
+from pipeline.charts import Series, bar_chart, line_chart, nice_ticks
 from pipeline.evaluation.drawing import MISSED, OUTCOME_COLOURS, draw_outcomes
 from pipeline.evaluation.figures import ap_by_size
 from pipeline.evaluation.outcomes import (

@@ -13,7 +13,8 @@ from tests.test_param_reach import leaf_keys
 # The subpackages and modules of `pipeline/`, lowest first: each may import only from those
 # before it (or itself).
 LAYERS = (
-    ("errors", "seeds", "devices", "config", "layout", "distributed", "codebase", "runner"),
+    ("errors", "seeds", "devices", "charts", "config", "layout", "distributed", "codebase"),
+    ("runner",),
     ("data",),
     ("model",),
     ("evaluation",),

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from PIL import Image
 
-from pipeline.evaluation.charts import Series, bar_chart, line_chart
+from pipeline.charts import Series, bar_chart, line_chart
 
 if TYPE_CHECKING:  # only a type: the figures need not rerun when the metrics code changes
     from pipeline.evaluation.metrics import ClassCurve

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 
 from PIL import Image
 
-from pipeline.evaluation.charts import Series, line_chart, stacked
+from pipeline.charts import Series, line_chart, stacked
 
 
 def training_curves(stage: str, history: Sequence[Mapping[str, float]]) -> Image.Image:

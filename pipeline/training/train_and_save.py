@@ -14,9 +14,9 @@ from pipeline import distributed
 from pipeline.artifacts.model_files import save_model
 from pipeline.artifacts.reads import StageInputs
 from pipeline.artifacts.writer import PARTIAL_SUFFIX
+from pipeline.charts import save_png
 from pipeline.config import Params
 from pipeline.data.feeding import BatchReader
-from pipeline.evaluation.charts import save_png
 from pipeline.layout import CURVES, Stage, live_log
 from pipeline.seeds import derived_seed
 from pipeline.training.curves import training_curves
