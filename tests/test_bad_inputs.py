@@ -239,7 +239,7 @@ CASES = [
     Case("params: min_size > max_size", lambda r: set_params(r, {"data": {"min_size": 200}}),
          "params.yaml: 'data.min_size' is 200; allowed: <= data.max_size (96)"),
     Case("params: fg fraction > 1", lambda r: set_params(r, {"rpn": {"fg_fraction": 1.5}}),
-         "params.yaml: 'rpn.fg_fraction' is 1.5; allowed: a number in [0, 1]"),
+         "params.yaml: 'rpn.fg_fraction' is 1.5; allowed: a number in (0, 1]"),
     Case("params: weights for the small backbone",
          lambda r: set_params(r, {"backbone": {"weights": "vgg16.pth"}}),
          "params.yaml: 'backbone.weights' is 'vgg16.pth' (str); allowed: null unless backbone.name "
