@@ -13,34 +13,36 @@ import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
 from pipeline.errors import ParamError
 
 Check = tuple[Callable[[Any], bool], str]
+T = TypeVar("T")
 
 
-def _checked(predicate: Callable[[Any], bool], allowed: str) -> Any:
+def checked(predicate: Callable[[Any], bool], allowed: str) -> Any:
+    """A field the loader checks with `predicate`; `allowed` says what passes, in errors."""
     return field(metadata={"check": (predicate, allowed)})
 
 
 def _positive_int() -> Any:
-    return _checked(lambda v: v > 0, "an integer > 0")
+    return checked(lambda v: v > 0, "an integer > 0")
 
 
 def _non_negative_int() -> Any:
-    return _checked(lambda v: v >= 0, "an integer >= 0")
+    return checked(lambda v: v >= 0, "an integer >= 0")
 
 
 def _fraction() -> Any:
-    return _checked(lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]")
+    return checked(lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]")
 
 
 def _positive_fraction() -> Any:
     """An IoU threshold that labels something: at 0 every box would clear it."""
-    return _checked(lambda v: 0.0 < v <= 1.0, "a number in (0, 1]")
+    return checked(lambda v: 0.0 < v <= 1.0, "a number in (0, 1]")
 
 
 def _split_template(value: str) -> bool:
@@ -53,7 +55,7 @@ def _split_template(value: str) -> bool:
 
 
 def _positive_list() -> Any:
-    return _checked(
+    return checked(
         lambda v: len(v) > 0 and all(x > 0 and math.isfinite(x) for x in v),
         "a non-empty list of numbers > 0",
     )
@@ -72,13 +74,13 @@ class SyntheticParams:
     seed: int
     num_trainval: int = _positive_int()
     num_test: int = _positive_int()
-    min_side: int = _checked(lambda v: v >= 32, "an integer >= 32")
+    min_side: int = checked(lambda v: v >= 32, "an integer >= 32")
     max_side: int = _positive_int()
     max_objects: int = _positive_int()
-    min_object: int = _checked(lambda v: v >= 4, "an integer >= 4")
+    min_object: int = checked(lambda v: v >= 4, "an integer >= 4")
     clutter: int = _non_negative_int()
     # The shape classes drawn (null: all six); a subset makes a quick smoke or teaching set.
-    classes: tuple[str, ...] | None = _checked(
+    classes: tuple[str, ...] | None = checked(
         lambda v: v is None or (len(v) > 0 and len(set(v)) == len(v)),
         "null or a non-empty list of distinct class names",
     )
@@ -93,18 +95,18 @@ class SyntheticParams:
 @dataclass(frozen=True)
 class DataParams:
     source: Literal["synthetic", "voc", "coco"]
-    root: str = _checked(lambda v: v != "", "a non-empty path")
-    classes: tuple[str, ...] | None = _checked(
+    root: str = checked(lambda v: v != "", "a non-empty path")
+    classes: tuple[str, ...] | None = checked(
         lambda v: v is None or (len(v) > 0 and len(set(v)) == len(v) and "" not in v),
         "null or a non-empty list of distinct, non-empty names",
     )
-    train_split: str = _checked(lambda v: v != "", "a non-empty split name")
-    test_split: str = _checked(lambda v: v != "", "a non-empty split name")
-    coco_annotations: str = _checked(
+    train_split: str = checked(lambda v: v != "", "a non-empty split name")
+    test_split: str = checked(lambda v: v != "", "a non-empty split name")
+    coco_annotations: str = checked(
         lambda v: v.endswith(".json") and _split_template(v),
         "a path ending in .json; {split}, the only placeholder, is replaced by the split name",
     )
-    coco_images: str = _checked(
+    coco_images: str = checked(
         _split_template, "a folder; {split}, the only placeholder, is replaced by the split name"
     )
     min_size: int = _positive_int()
@@ -125,7 +127,7 @@ class StoreParams:
 @dataclass(frozen=True)
 class AnchorParams:
     # The backbone's feature stride: 16 (the paper's), or 8 without its last max-pool.
-    stride: int = _checked(lambda v: v in (8, 16), "8 or 16, the feature stride of the backbone")
+    stride: int = checked(lambda v: v in (8, 16), "8 or 16, the feature stride of the backbone")
     ratios: tuple[float, ...] = _positive_list()
     scales: tuple[float, ...] = _positive_list()
 
@@ -155,7 +157,7 @@ class BackboneParams:
     name: Literal["small", "vgg16"]
     weights: str | None
     freeze_below: str | None
-    width: int = _checked(lambda v: v >= 8 and v % 8 == 0, "a multiple of 8")
+    width: int = checked(lambda v: v >= 8 and v % 8 == 0, "a multiple of 8")
 
     def __post_init__(self) -> None:
         if self.weights is not None and self.name != "vgg16":
@@ -167,26 +169,26 @@ class BackboneParams:
 @dataclass(frozen=True)
 class PretrainParams:
     # The stride pretraining trains at: the weights fit either, as ImageNet's fit both.
-    stride: int = _checked(lambda v: v in (8, 16), "8 or 16, the feature stride pretraining uses")
-    crop_size: int = _checked(lambda v: v >= 32 and v % 16 == 0, "a multiple of 16, >= 32")
+    stride: int = checked(lambda v: v in (8, 16), "8 or 16, the feature stride pretraining uses")
+    crop_size: int = checked(lambda v: v >= 32 and v % 16 == 0, "a multiple of 16, >= 32")
     background_crops: int = _positive_int()
     background_iou: float = _positive_fraction()
-    jitter: float = _checked(lambda v: 0 <= v < 0.5, "a number in [0, 0.5)")
-    zoom_out: float = _checked(lambda v: 1 <= v <= 8, "a number in [1, 8]")
+    jitter: float = checked(lambda v: 0 <= v < 0.5, "a number in [0, 0.5)")
+    zoom_out: float = checked(lambda v: 1 <= v <= 8, "a number in [1, 8]")
 
 
 @dataclass(frozen=True)
 class RPNParams:
-    channels: int = _checked(lambda v: 1 <= v <= 4096, "an integer in [1, 4096]")
+    channels: int = checked(lambda v: 1 <= v <= 4096, "an integer in [1, 4096]")
     batch_size: int = _positive_int()
     fg_fraction: float = _positive_fraction()  # 0: no anchor ever learns a box
-    box_sigma: float = _checked(lambda v: v > 0, "a number > 0")
+    box_sigma: float = checked(lambda v: v > 0, "a number > 0")
 
 
 @dataclass(frozen=True)
 class ProposalParams:
     nms_iou: float = _fraction()
-    min_size: float = _checked(lambda v: v >= 0, "a number >= 0")
+    min_size: float = checked(lambda v: v >= 0, "a number >= 0")
     train_pre_nms: int = _positive_int()
     train_post_nms: int = _positive_int()
     test_pre_nms: int = _positive_int()
@@ -197,18 +199,18 @@ class ProposalParams:
 class RoIParams:
     pool: Literal["roi_pool", "roi_align"]
     # RoI pooling output side: memory grows with its square (detectron2 uses 7 and 14).
-    size: int = _checked(lambda v: 1 <= v <= 32, "an integer in [1, 32]")
-    fc_dim: int = _checked(lambda v: 1 <= v <= 16384, "an integer in [1, 16384]")
-    dropout: float = _checked(lambda v: 0 <= v < 1, "a number in [0, 1)")
+    size: int = checked(lambda v: 1 <= v <= 32, "an integer in [1, 32]")
+    fc_dim: int = checked(lambda v: 1 <= v <= 16384, "an integer in [1, 16384]")
+    dropout: float = checked(lambda v: 0 <= v < 1, "a number in [0, 1)")
     batch_size: int = _positive_int()
     fg_fraction: float = _positive_fraction()  # 0: no RoI ever learns a box
     fg_iou: float = _positive_fraction()
     bg_iou_low: float = _fraction()
     bg_iou_high: float = _fraction()
-    box_stds: tuple[float, ...] = _checked(
+    box_stds: tuple[float, ...] = checked(
         lambda v: len(v) == 4 and all(x > 0 for x in v), "four numbers > 0"
     )
-    box_sigma: float = _checked(lambda v: v > 0, "a number > 0")
+    box_sigma: float = checked(lambda v: v > 0, "a number > 0")
 
     def __post_init__(self) -> None:
         if not self.bg_iou_low <= self.bg_iou_high <= self.fg_iou:
@@ -221,11 +223,11 @@ class RoIParams:
 class StepParams:
     iterations: int = _positive_int()
     images_per_batch: int = _positive_int()
-    lr: float = _checked(lambda v: v > 0, "a number > 0")
-    lr_steps: tuple[int, ...] = _checked(
+    lr: float = checked(lambda v: v > 0, "a number > 0")
+    lr_steps: tuple[int, ...] = checked(
         lambda v: all(x > 0 for x in v) and list(v) == sorted(v), "increasing iterations > 0"
     )
-    lr_gamma: float = _checked(lambda v: 0 < v <= 1, "a number in (0, 1]")
+    lr_gamma: float = checked(lambda v: 0 < v <= 1, "a number in (0, 1]")
     warmup: int = _non_negative_int()  # iterations of linear ramp up to lr
 
 
@@ -241,8 +243,8 @@ class TrainParams:
     features_in_memory: Literal["always", "auto", "never"]
     # Pretraining and steps 1-2 read the prepared images from memory: always | auto | never.
     images_in_memory: Literal["always", "auto", "never"]
-    momentum: float = _checked(lambda v: 0 <= v < 1, "a number in [0, 1)")
-    weight_decay: float = _checked(lambda v: v >= 0, "a number >= 0")
+    momentum: float = checked(lambda v: 0 <= v < 1, "a number in [0, 1)")
+    weight_decay: float = checked(lambda v: v >= 0, "a number >= 0")
     checkpoint_every: int = _positive_int()
     log_every: int = _positive_int()
     pretrain: StepParams
@@ -271,16 +273,16 @@ class DetectParams:
     score_thresh: float = _fraction()
     nms_iou: float = _fraction()
     max_detections: int = _positive_int()
-    box_vote_iou: float | None = _checked(
+    box_vote_iou: float | None = checked(
         lambda v: v is None or 0.0 < v <= 1.0, "null or a number in (0, 1]"
     )
     refine_boxes: bool
-    scales: tuple[float, ...] = _checked(
+    scales: tuple[float, ...] = checked(
         lambda v: len(v) > 0 and all(0.25 <= x <= 4 for x in v),
         "a non-empty list of numbers in [0.25, 4]",
     )
     flip: bool
-    enlarged_max_box: float | None = _checked(lambda v: v is None or v > 0, "null or a number > 0")
+    enlarged_max_box: float | None = checked(lambda v: v is None or v > 0, "null or a number > 0")
 
 
 @dataclass(frozen=True)
@@ -318,8 +320,14 @@ def load_params(path: str | Path = "params.yaml") -> Params:
 
 
 def parse_params(raw: Any, source: str = "params.yaml") -> Params:
+    return parse_section(Params, raw, source)
+
+
+def parse_section(cls: type[T], raw: Any, source: str, prefix: str = "") -> T:
+    """`raw` as the dataclass `cls`, every field typed and checked as params.yaml's are; the
+    first bad key is a ParamError naming `source` and the key (under `prefix`)."""
     try:
-        return _build(Params, raw, "")
+        return _build(cls, raw, prefix)
     except _KeyError as exc:
         raise ParamError(f"{source}: {exc}") from None
 

@@ -156,7 +156,7 @@ def run(params: Params) -> dict:
     """Measure the exported detector on the test split: VOC and COCO AP, proposal recall."""
     inputs = StageInputs(EVALUATE, params)
     prepared = inputs.open(PREPARE, PreparedDataset.of)
-    detector = detector_of(inputs.model(EXPORT))
+    detector = detector_of(inputs.model(EXPORT), EXPORT.out)
     proposals = {
         "step1_proposals": inputs.open(STEP1_TEST_PROPOSALS, Proposals.of),
         "step3_proposals": inputs.open(STEP3_TEST_PROPOSALS, Proposals.of),

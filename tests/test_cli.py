@@ -122,6 +122,22 @@ def test_inspect_json_is_machine_readable(prepared_path):
     assert 0 < arrays["images"]["stored_bytes"] < arrays["images"]["raw_bytes"]
 
 
+def test_inspect_of_a_damaged_artifact_shows_the_rest_and_names_the_damage(prepared_path):
+    shard = prepared_path / "images" / "c" / "0" / "0" / "0" / "0"
+    data = bytearray(shard.read_bytes())
+    data[200:204] = bytes(b ^ 0xFF for b in data[200:204])
+    shard.write_bytes(bytes(data))
+    (prepared_path / "boxes" / "c" / "0" / "0").unlink()
+
+    result = CliRunner().invoke(main, ["inspect", str(prepared_path)])
+    assert result.exit_code == 1
+    assert "internal error" not in result.output
+    assert "values (all): 0: 3 (60%), 1: 2 (40%)" in result.output  # intact arrays still shown
+    assert "DAMAGED: array 'images' is damaged (Stored and computed checksum" in result.output
+    assert "DAMAGED: array 'boxes', shard c/0/0 is missing" in result.output
+    assert result.output.rstrip().endswith("restores it")
+
+
 def test_inspect_shows_an_incomplete_working_folder(tmp_path):
     writer = ArtifactWriter(tmp_path / "demo.zarr", Provenance("demo", {}, {}))
     writer.array("values", (3, 2), "int32", shard_items=2)

@@ -5,14 +5,16 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+from PIL import Image
 
+from pipeline.artifacts.exported_model import load_detector, save_detector
 from pipeline.artifacts.model_files import content_digest, load_model, save_model
 from pipeline.artifacts.provenance import Provenance
 from pipeline.cli.main import main
 from pipeline.config import to_dict
 from pipeline.data.records import BACKGROUND_CLASS
 from pipeline.errors import ArtifactError
-from pipeline.model.faster_rcnn import DetectorConfig
+from pipeline.model.faster_rcnn import DetectorConfig, FasterRCNN
 from tests.conftest import detector_config
 from tests.test_backbones import Exploit
 
@@ -133,3 +135,49 @@ def test_a_detector_config_from_before_the_test_time_keys_detects_as_the_paper(p
                            enlarged_max_box=50)  # fmt: skip
     detect = DetectorConfig.from_dict(saved).detect
     assert tuple(getattr(detect, key) for key in keys) == (0.7, True, (1.0, 1.5), True, 50)
+
+
+def exported(path: Path, params, change=lambda config: None) -> Path:
+    """An exported detector of `params` (random weights), its config changed by `change`."""
+    config = detector_config(params, (BACKGROUND_CLASS, "cat", "dog"))
+    model = FasterRCNN.from_config(config)
+    parts = {name: getattr(model, name).state_dict() for name in ("backbone", "rpn", "head")}
+    save_detector(path, Provenance("export", {}, {}), config, parts)
+    saved = torch.load(path, weights_only=True)
+    change(saved["config"])
+    save_model(path, Provenance("export", {}, {}), saved["parts"], config=saved["config"])
+    return path
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda c: c["rpn"].update(channelz=3), "unknown key 'config.rpn.channelz'"),
+        (lambda c: c["detect"].update(scales=[9.0]),
+         "'config.detect.scales' is [9.0]; allowed: a non-empty list of numbers in [0.25, 4]"),
+        (lambda c: c.update(classes=["cat", "dog"]),
+         "'config.classes' is ['cat', 'dog']; allowed: '__background__' then one or more"),
+        (lambda c: c.update(classes=[BACKGROUND_CLASS, "cat"]),
+         "the head weights do not fit the network its config describes (size mismatch"),
+        (lambda c: c["rpn"].update(channels=c["rpn"]["channels"] * 2),
+         "the rpn weights do not fit the network its config describes"),
+        (lambda c: c.pop("min_size"), "missing key 'config.min_size'"),
+        (lambda c: c["roi"].update(size="7"), "'config.roi.size' is '7' (str); expected an int"),
+    ],
+)  # fmt: skip
+def test_a_tampered_exported_detector_is_refused_naming_file_and_key(
+    tmp_path, params, change, message
+):
+    path = exported(tmp_path / "model.pt", params, change)
+    image = tmp_path / "a.png"
+    Image.new("RGB", (40, 30)).save(image)
+    result = CliRunner().invoke(main, ["detect", str(image), "--model", str(path),
+                                       "--out", str(tmp_path / "d.json")])  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert "internal error" not in result.output
+    assert result.output.startswith(f"error: {path}: ") and message in result.output, result.output
+
+
+def test_an_untampered_exported_detector_loads(tmp_path, params):
+    detector = load_detector(exported(tmp_path / "model.pt", params))
+    assert detector.config.classes == (BACKGROUND_CLASS, "cat", "dog")

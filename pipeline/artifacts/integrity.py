@@ -46,17 +46,25 @@ def _where(key: str) -> str:
     return f"array '{array}', shard {chunk}"
 
 
-def check_present(path: Path, manifest: Mapping[str, Any], fix: str) -> None:
-    """Refuse an artifact with a data file missing or of another size than was written."""
+def absent_files(path: Path, manifest: Mapping[str, Any]) -> dict[str, str]:
+    """{manifest key: what is wrong} for each data file missing or of another size than was
+    written: a stat per file, no hashing."""
+    problems = {}
     for key, (size, _) in manifest.items():
         file = path / key
         if not file.is_file():
-            raise ArtifactError(f"{path}: {_where(key)} is missing; {fix}")
-        if file.stat().st_size != size:
-            raise ArtifactError(
-                f"{path}: {_where(key)} is damaged ({file.stat().st_size} bytes, {size} "
-                f"written); {fix}"
+            problems[key] = f"{_where(key)} is missing"
+        elif file.stat().st_size != size:
+            problems[key] = (
+                f"{_where(key)} is damaged ({file.stat().st_size} bytes, {size} written)"
             )
+    return problems
+
+
+def check_present(path: Path, manifest: Mapping[str, Any], fix: str) -> None:
+    """Refuse an artifact with a data file missing or of another size than was written."""
+    for problem in absent_files(path, manifest).values():
+        raise ArtifactError(f"{path}: {problem}; {fix}")
 
 
 def verify(path: Path, manifest: Mapping[str, Any]) -> list[str]:

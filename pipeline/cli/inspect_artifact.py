@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import zarr
 
+from pipeline.artifacts.integrity import absent_files
 from pipeline.artifacts.ragged import iter_blocks
 from pipeline.errors import ArtifactError
 
@@ -21,7 +22,9 @@ MAX_LISTED = 8
 def describe_artifact(path: str | Path, limit: int | None = None) -> dict[str, Any]:
     """Tree, layout, sizes, provenance and value statistics of a Zarr group.
 
-    Statistics read at most `limit` items along each array's first axis (all when None).
+    Statistics read at most `limit` items along each array's first axis (all when None). An
+    array with a file missing or failing its checksum is marked "damaged" instead, so the rest
+    of a damaged artifact can still be looked at.
     """
     path = Path(path)
     if not path.exists():
@@ -30,34 +33,59 @@ def describe_artifact(path: str | Path, limit: int | None = None) -> dict[str, A
         group = zarr.open_group(path, mode="r")
     except (FileNotFoundError, ValueError, KeyError, json.JSONDecodeError):
         raise ArtifactError(f"{path}: not a Zarr group") from None
-    return _group_summary(group, str(path), limit)
+    manifest = group.attrs.get("manifest")
+    absent = absent_files(path, manifest) if isinstance(manifest, dict) else {}
+    return _group_summary(group, str(path), "", absent, limit)
 
 
-def _group_summary(group: zarr.Group, name: str, limit: int | None) -> dict[str, Any]:
+def damage_found(summary: dict[str, Any]) -> list[str]:
+    """Every damage `describe_artifact` marked, in this group and those inside it."""
+    found = [problem for array in summary["arrays"] for problem in array.get("damaged", [])]
+    return found + [problem for sub in summary["groups"] for problem in damage_found(sub)]
+
+
+def _group_summary(
+    group: zarr.Group, name: str, prefix: str, absent: dict[str, str], limit: int | None
+) -> dict[str, Any]:
     arrays = dict(group.arrays())
+
+    def array_summary(key: str) -> dict[str, Any]:
+        inside = f"{prefix}{key}/"
+        missing = [problem for file, problem in absent.items() if file.startswith(inside)]
+        if missing:  # its statistics would count the fill value in place of the lost files
+            return {**_layout(arrays[key]), "damaged": missing}
+        try:
+            return _array_summary(arrays, key, limit)
+        except (ValueError, RuntimeError) as exc:  # a chunk failed its checksum as it decoded
+            reason = str(exc).split(". ")[0][:80] if str(exc) else type(exc).__name__
+            return {**_layout(arrays[key]), "damaged": [f"array '{key}' is damaged ({reason})"]}
+
     return {
         "path": name,
         "attrs": group.attrs.asdict(),
-        "arrays": [_array_summary(arrays, key, limit) for key in sorted(arrays)],
+        "arrays": [array_summary(key) for key in sorted(arrays)],
         "groups": [
-            _group_summary(sub, f"{name}/{key}", limit) for key, sub in sorted(group.groups())
+            _group_summary(sub, f"{name}/{key}", f"{prefix}{key}/", absent, limit)
+            for key, sub in sorted(group.groups())
         ],
+    }
+
+
+def _layout(array: zarr.Array) -> dict[str, Any]:
+    return {
+        "name": array.basename,
+        "shape": list(array.shape),
+        "dtype": str(array.dtype),
+        "chunks": list(array.chunks),
+        "shards": list(array.shards) if array.shards else None,
+        "stored_bytes": array.nbytes_stored(),
+        "raw_bytes": array.nbytes,
     }
 
 
 def _array_summary(arrays: dict[str, zarr.Array], name: str, limit: int | None) -> dict[str, Any]:
     array = arrays[name]
-    raw = array.nbytes
-    stored = array.nbytes_stored()
-    summary: dict[str, Any] = {
-        "name": name,
-        "shape": list(array.shape),
-        "dtype": str(array.dtype),
-        "chunks": list(array.chunks),
-        "shards": list(array.shards) if array.shards else None,
-        "stored_bytes": stored,
-        "raw_bytes": raw,
-    }
+    summary = _layout(array)
     ragged_by = array.attrs.get("ragged_by")
     if ragged_by in arrays:
         counts = np.diff(arrays[ragged_by][...])
@@ -124,6 +152,7 @@ def _render_array(array: dict[str, Any], indent: str) -> list[str]:
         f"chunks {'x'.join(map(str, array['chunks']))}  shards {shards}  "
         f"stored {_bytes(array['stored_bytes'])} of {_bytes(array['raw_bytes'])} ({ratio:.1f}x)"
     ]
+    lines += [f"{indent}    DAMAGED: {problem}" for problem in array.get("damaged", [])]
     if array.get("per_image"):
         p = array["per_image"]
         lines.append(f"{indent}    per image: min {p['min']}, mean {p['mean']:.2f}, max {p['max']}")

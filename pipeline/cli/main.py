@@ -14,7 +14,7 @@ from pipeline.artifacts.model_files import verify_model_file
 from pipeline.artifacts.store import verify_artifact
 from pipeline.cli.detect_images import detect_file, draw_results, drawing_paths
 from pipeline.cli.dvc_yaml import dvc_yaml_problems, dvc_yaml_text
-from pipeline.cli.inspect_artifact import describe_artifact, format_description
+from pipeline.cli.inspect_artifact import damage_found, describe_artifact, format_description
 from pipeline.cli.show_image import LAYERS, draw_layers
 from pipeline.errors import FrcnnError
 from pipeline.evaluation.report import build_report
@@ -62,6 +62,16 @@ def inspect(ctx: click.Context, path: str, as_json: bool, limit: int, all_items:
     limit_or_all = None if all_items else limit
     summary = report_errors(ctx.obj["debug"], lambda: describe_artifact(path, limit_or_all))
     click.echo(json.dumps(summary, indent=2) if as_json else format_description(summary))
+    damage = damage_found(summary)
+    for problem in damage:
+        click.echo(f"error: {path}: {problem}", err=True)
+    if damage:
+        click.echo(
+            f"error: {path}: damaged; `frcnn verify {path}` checks every file, and "
+            "`dvc checkout` or `dvc repro -f <stage>` restores it",
+            err=True,
+        )
+        sys.exit(1)
 
 
 @main.command()

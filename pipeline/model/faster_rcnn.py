@@ -26,8 +26,11 @@ from pipeline.config import (
     ProposalParams,
     RoIParams,
     RPNParams,
+    checked,
+    parse_section,
 )
 from pipeline.data.images import augmented_view, normalise, resize_scale, resized_shape
+from pipeline.data.records import BACKGROUND_CLASS
 from pipeline.model.backbones import Backbone, build_backbone
 from pipeline.model.boxes import decode, flip_boxes, resize_boxes, vote
 from pipeline.model.roi_head import FastRCNNHead, build_head, rois_with_batch_index
@@ -114,28 +117,20 @@ class DetectorConfig:
     proposals: ProposalParams
     roi: RoIParams
     detect: DetectParams
-    classes: tuple[str, ...]
-    min_size: int
-    max_size: int
+    classes: tuple[str, ...] = checked(
+        lambda v: len(v) >= 2 and v[0] == BACKGROUND_CLASS and len(set(v)) == len(v),
+        f"'{BACKGROUND_CLASS}' then one or more distinct class names",
+    )
+    min_size: int = checked(lambda v: v > 0, "an integer > 0")
+    max_size: int = checked(lambda v: v > 0, "an integer > 0")
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> DetectorConfig:
-        """Inverse of `config.to_dict` on a config (lists back to tuples)."""
-
-        def tupled(section: dict[str, Any]) -> dict[str, Any]:
-            return {k: tuple(v) if isinstance(v, list) else v for k, v in section.items()}
-
-        return cls(
-            backbone=BackboneParams(**raw["backbone"]),
-            anchors=AnchorParams(**tupled(raw["anchors"])),
-            rpn=RPNParams(**raw["rpn"]),
-            proposals=ProposalParams(**raw["proposals"]),
-            roi=RoIParams(**tupled(raw["roi"])),
-            detect=DetectParams(**tupled({**PAPER_TEST_TIME, **raw["detect"]})),
-            classes=tuple(raw["classes"]),
-            min_size=raw["min_size"],
-            max_size=raw["max_size"],
-        )
+    def from_dict(cls, raw: Any, source: str = "the exported config") -> DetectorConfig:
+        """Inverse of `config.to_dict` on a config, checked key by key as params.yaml is: a
+        config edited by hand is refused naming `source` and the key, not run."""
+        if isinstance(raw, dict) and isinstance(raw.get("detect"), dict):
+            raw = {**raw, "detect": {**PAPER_TEST_TIME, **raw["detect"]}}
+        return parse_section(cls, raw, source, "config.")
 
 
 class FasterRCNN(nn.Module):
