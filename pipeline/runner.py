@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TextIO
 
 import click
 
@@ -24,6 +25,8 @@ def report_errors(debug: bool, action: Callable[[], Any]) -> Any:
     `debug` shows the traceback instead.
     """
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    if not debug:
+        warnings.showwarning = _one_line_warning
     try:
         return action()
     except (FrcnnError, OSError) as exc:
@@ -46,6 +49,19 @@ def report_errors(debug: bool, action: Callable[[], Any]) -> Any:
             err=True,
         )
         sys.exit(2)
+
+
+def _one_line_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """A library's warning as one line, without the library's file and source line (`--debug`
+    shows them)."""
+    click.echo(f"warning: {str(message).strip().splitlines()[0]}", err=True)
 
 
 def _describe(exc: Exception) -> str:

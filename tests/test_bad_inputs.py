@@ -89,6 +89,18 @@ def with_prepared(changes: dict) -> Callable[[Path], None]:
     return apply
 
 
+def with_trained_rpn(changes: dict) -> Callable[[Path], None]:
+    """Train step 1's RPN for real, then change params, so that `step1_proposals` meets them."""
+
+    def apply(root: Path) -> None:
+        prepared_project(root)
+        with inside(root):
+            stage_function("step1_rpn")(parse_params(params_of(root)))
+        set_params(root, changes)
+
+    return apply
+
+
 def vgg_weights(root: Path, state: object) -> None:
     torch.save(state, root / "weights.pth")
     with_prepared({"backbone": {"name": "vgg16", "weights": "weights.pth"}})(root)
@@ -179,6 +191,8 @@ CASES = [
          "voc/Annotations/a.xml: object 1: empty box, xmin 20 xmax 10"),
     Case("NaN coordinate", lambda r: annotation(r, an_object((1, 1, "nan", 9))),
          "voc/Annotations/a.xml: object 1: <xmax> is 'nan', not a finite number"),
+    Case("coordinate beyond float32", lambda r: annotation(r, an_object((1, 1, "1e39", 9))),
+         "voc/Annotations/a.xml: object 1: <xmax> is '1e39', beyond any image (1e+09 px)"),
     Case("box fully outside the image", lambda r: annotation(r, an_object((80, 60, 90, 70))),
          "voc/Annotations/a.xml: object 1 box [79.0, 59.0, 90.0, 70.0] lies outside the 64x48"),
     Case("COCO duplicate image ids",
@@ -267,6 +281,10 @@ CASES = [
     Case("anchors that fit no object", with_prepared({"anchors": {"scales": [1000]}}),
          "params.yaml: 'anchors.scales' is [1000.0]: no anchor inside an image overlaps any of the",
          "anchor_targets", layout.ANCHOR_TARGETS.out),
+    Case("proposal min size beyond every image",
+         with_trained_rpn({"proposals": {"min_size": 100000}}),
+         "params.yaml: 'proposals.min_size' is 100000; no proposal can be that large (the shorter "
+         "side of every image is at most 48 px", "step1_proposals", layout.STEP1_PROPOSALS.out),
     Case("stale input artifact",
          lambda r: (prepared_project(r), set_params(r, {"anchors": {"scales": [2, 4]}})),
          "data/anchor_targets.zarr: stale, made with anchors.scales = ", "step1_rpn",
@@ -294,6 +312,7 @@ def test_bad_input_gives_one_line_and_no_artifact(tmp_path, case):
     assert result.returncode == 1, result.stderr
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: ") and case.message in lines[0], lines[0]
+    assert "internal error" not in lines[0] and "Traceback" not in result.stderr
     assert not (tmp_path / case.out).exists()
     # Unfinished work may stay to be resumed, but never marked complete.
     partial = tmp_path / f"{case.out}.partial"

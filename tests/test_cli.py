@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -166,6 +167,16 @@ def test_an_unexpected_exception_is_one_line_and_exit_2_unless_debugging():
     ]
     debugged = CliRunner().invoke(command, ["--params", str(REPO / "params.yaml"), "--debug"])
     assert isinstance(debugged.exception, TypeError)
+
+
+def test_a_library_warning_is_one_line_without_its_source_unless_debugging():
+    def warns(params):
+        warnings.warn("overflow encountered in cast", RuntimeWarning, stacklevel=1)
+
+    command = stage_command(PREPARE, warns)
+    result = CliRunner().invoke(command, ["--params", str(REPO / "params.yaml")])
+    assert result.exit_code == 0
+    assert result.output.strip() == "warning: overflow encountered in cast"
 
 
 def test_drawings_of_images_with_one_name_do_not_overwrite_each_other(tmp_path):

@@ -4,6 +4,7 @@ line."""
 
 import io
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +51,19 @@ def test_a_decompression_bomb_is_one_line(monkeypatch):
         image_size(data, WHERE)
     with pytest.raises(DatasetError, match=r"photo.jpg: refused as a decompression bomb"):
         decode_image(data, WHERE)
+
+
+def test_a_very_large_image_is_one_warning_naming_it(monkeypatch, caplog):
+    data = encoded(Image.new("RGB", (64, 64)), "PNG")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 3000)  # 3000 < 64 * 64 <= 2 * 3000
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Pillow's own warning would fail here
+        assert image_size(data, WHERE) == (64, 64)
+        assert decode_image(data, WHERE).size == (64, 64)
+    assert [r.getMessage() for r in caplog.records] == [
+        "photo.jpg: 64x64, a very large image: each read decodes it whole (0 MiB) before it is "
+        "resized"
+    ]
 
 
 @pytest.mark.parametrize(

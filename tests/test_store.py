@@ -173,6 +173,14 @@ def test_a_shard_that_would_not_fit_in_memory_is_refused_before_any_work(tmp_pat
     write_demo(tmp_path / "small.zarr", shard=3)  # 3 items fit
 
 
+def test_an_item_too_large_for_memory_is_blamed_on_the_canvas_not_the_shard_size(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setattr(memory, "memory_budget", lambda: 2 * 3 * 4 - 1)  # < 1 item of 24 B
+    with pytest.raises(ParamError, match=r"one item of 'values' would take .* lower 'data.max"):
+        write_demo(tmp_path / "demo.zarr", shard=1)
+
+
 def test_a_shard_size_beyond_the_array_is_one_shard(tmp_path):
     writer = write_demo(tmp_path / "demo.zarr", shard=1_000_000_000)
     assert writer.group["values"].shards == (10, 2, 3)

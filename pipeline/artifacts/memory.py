@@ -40,6 +40,12 @@ def memory_budget() -> int:
 def check_shard_memory(name: str, shard_items: int, item_bytes: int) -> None:
     """Refuse a shard size whose shards would not fit in memory, before any work is done."""
     budget = memory_budget()
+    if item_bytes > budget:  # no shard size helps: the item itself is too large
+        raise ParamError(
+            f"params.yaml: one item of '{name}' would take {item_bytes / 2**20:.0f} MiB, over the "
+            f"{budget / 2**20:.0f} MiB one process may hold here; lower 'data.max_size', which "
+            "bounds the canvas every image is padded to and so every per-image array"
+        )
     if shard_items * item_bytes > budget:
         raise ParamError(
             f"params.yaml: 'store.shard_size' is {shard_items}; a shard of '{name}' would take "

@@ -19,6 +19,7 @@ from pipeline.config import Params
 from pipeline.data.feeding import BatchReader, feed
 from pipeline.data.records import TRAIN
 from pipeline.devices import resolve_device
+from pipeline.errors import ParamError
 from pipeline.layout import PREPARE, STEP1_RPN, STEP3_FEATURES, STEP3_RPN
 from pipeline.model.backbones import saved_backbone
 from pipeline.model.rpn import build_rpn, view_proposals
@@ -78,6 +79,21 @@ def _view_proposals(
     )
 
 
+def _check_min_size(min_size: float, views: ViewSet) -> None:
+    """Refuse a `proposals.min_size` no proposal can reach (a box inside an image is at most
+    its shorter side in both directions): every proposal would be dropped, and the steps after
+    would train and evaluate on nothing."""
+    images = views.views[:, 0]
+    resized = views.prepared.image_sizes[...][images].min(axis=1)
+    largest = float((resized / views.prepared.scales[...][images]).max())
+    if min_size > largest:
+        raise ParamError(
+            f"params.yaml: 'proposals.min_size' is {min_size:g}; no proposal can be that large "
+            f"(the shorter side of every image is at most {largest:.0f} px, in the image's own "
+            f"pixels); allowed here: at most {largest:.0f}"
+        )
+
+
 def _write(
     inputs: StageInputs,
     views: ViewSet,
@@ -88,6 +104,7 @@ def _write(
 ) -> dict:
     params = inputs.params
     proposals = params.proposals
+    _check_min_size(proposals.min_size, views)
     cap = proposals.train_post_nms if split == TRAIN else proposals.test_post_nms
 
     def feed_views(items: list[int]) -> Iterable[Any]:

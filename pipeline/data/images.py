@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import logging
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,8 @@ from torch import Tensor
 
 from pipeline.data.records import read_regular_file
 from pipeline.errors import DatasetError
+
+log = logging.getLogger(__name__)
 
 # Prepared canvases are padded to a multiple of this, which every supported feature stride
 # divides, so that a backbone's pooling windows line up with the anchor grid.
@@ -39,7 +43,9 @@ UNREADABLE = (UnidentifiedImageError, OSError, SyntaxError, ValueError)
 
 def _open(data: bytes, path: Path) -> Image.Image:
     try:
-        return Image.open(io.BytesIO(data))
+        with warnings.catch_warnings():  # `image_size` says it once, naming the file
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(io.BytesIO(data))
     except Image.DecompressionBombError:
         raise DatasetError(
             f"{path}: refused as a decompression bomb (more than {2 * Image.MAX_IMAGE_PIXELS} "
@@ -91,6 +97,15 @@ def image_size(data: bytes, path: Path) -> tuple[int, int]:
     """(height, width) as displayed, from the header only, without decoding the pixels."""
     image = _open(data, path)
     width, height = image.size
+    if width * height > Image.MAX_IMAGE_PIXELS:
+        log.warning(
+            "%s: %dx%d, a very large image: each read decodes it whole (%.0f MiB) before it is "
+            "resized",
+            path,
+            width,
+            height,
+            width * height * 3 / 2**20,
+        )
     try:
         orientation = image.getexif().get(EXIF_ORIENTATION, 1)
     except UNREADABLE:

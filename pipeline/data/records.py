@@ -63,6 +63,11 @@ def parse_side(raw: object, where: str, name: str) -> int:
     return int(value)
 
 
+# Pixel coordinates beyond this lie outside any image this pipeline decodes (fewer pixels than
+# that in all), and near float32's limit would overflow the boxes as stored.
+MAX_COORDINATE = 1e9
+
+
 def parse_coordinate(raw: object, where: str, name: str) -> float:
     """A finite number, or a DatasetError that says which coordinate of which object is bad."""
     try:
@@ -71,6 +76,8 @@ def parse_coordinate(raw: object, where: str, name: str) -> float:
         raise DatasetError(f"{where}: {name} is {raw!r}, not a number") from None
     if not math.isfinite(value):
         raise DatasetError(f"{where}: {name} is {raw!r}, not a finite number")
+    if abs(value) > MAX_COORDINATE:
+        raise DatasetError(f"{where}: {name} is {raw!r}, beyond any image ({MAX_COORDINATE:g} px)")
     return value
 
 
