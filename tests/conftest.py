@@ -13,10 +13,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
+from pipeline.artifacts.exported_model import save_detector
+from pipeline.artifacts.model_files import save_model
+from pipeline.artifacts.provenance import Provenance
 from pipeline.config import Params, load_params, parse_params
-from pipeline.model.faster_rcnn import DetectorConfig
+from pipeline.data.records import BACKGROUND_CLASS
+from pipeline.model.faster_rcnn import DetectorConfig, FasterRCNN
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -183,3 +188,19 @@ def vgg16_weights_file(path: Path) -> dict:
     state = torchvision.models.vgg16().state_dict()
     torch.save(state, path)
     return state
+
+
+def exported_detector(
+    path: Path, params: Params, change: Callable[[dict], object] = lambda config: None
+) -> Path:
+    """An exported detector of `params` with random weights (classes cat and dog), its stored
+    config changed by `change`: what `export` writes, without training anything."""
+    torch.manual_seed(0)
+    config = detector_config(params, (BACKGROUND_CLASS, "cat", "dog"))
+    model = FasterRCNN.from_config(config)
+    parts = {name: getattr(model, name).state_dict() for name in ("backbone", "rpn", "head")}
+    save_detector(path, Provenance("export", {}, {}), config, parts)
+    saved = torch.load(path, weights_only=True)
+    change(saved["config"])
+    save_model(path, Provenance("export", {}, {}), saved["parts"], config=saved["config"])
+    return path

@@ -10,7 +10,9 @@ import pytest
 import torch
 import yaml
 from click.testing import CliRunner
+from PIL import Image
 
+from pipeline.api import Detections
 from pipeline.artifacts.provenance import Provenance
 from pipeline.artifacts.writer import ArtifactWriter
 from pipeline.cli import main as cli_main
@@ -191,20 +193,27 @@ def test_drawings_of_images_with_one_name_do_not_overwrite_each_other(tmp_path):
 
 
 def test_detect_keeps_the_results_found_before_a_failure(tmp_path, monkeypatch):
-    calls = []
+    for name in ("a", "b", "c"):
+        Image.new("RGB", (8, 8)).save(tmp_path / f"{name}.png")
 
-    def detect_file(detector, path, score_thresh):
-        calls.append(path)
-        if len(calls) == 2:
-            raise RuntimeError("a bug")
-        return np.zeros((4, 4, 3), np.uint8), [{"file_name": str(path), "score": 1.0}]
+    class Failing:
+        """A detector with a bug that shows on its second batch."""
 
-    monkeypatch.setattr(cli_main, "load_detector", lambda path: torch.nn.Identity())
-    monkeypatch.setattr(cli_main, "detect_file", detect_file)
+        calls = 0
+
+        def detect(self, images, batch_size, views):
+            Failing.calls += 1
+            if Failing.calls == 2:
+                raise RuntimeError("a bug")
+            box = np.array([[1, 1, 4, 4]], np.float32)
+            return [Detections(box, np.ones(1, np.float32), np.ones(1, np.int64), ("cat",))]
+
+    monkeypatch.setattr(cli_main.Detector, "load", lambda path, device: Failing())
     out = tmp_path / "found.json"
-    result = CliRunner().invoke(main, ["detect", "a.jpg", "b.jpg", "c.jpg", "--out", str(out)])
+    images = [str(tmp_path / f"{name}.png") for name in ("a", "b", "c")]
+    result = CliRunner().invoke(main, ["detect", *images, "--out", str(out)])
     assert result.exit_code == 2 and "internal error" in result.output
-    assert json.loads(out.read_text()) == [{"file_name": "a.jpg", "score": 1.0}]
+    assert [r["file_name"] for r in json.loads(out.read_text())] == images[:1]
 
 
 @pytest.mark.parametrize(
@@ -218,9 +227,9 @@ def test_detect_refuses_bad_option_values(args, message):
 
 def test_detect_on_cuda_without_a_gpu_says_so(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    result = CliRunner().invoke(main, ["detect", "a.jpg", "--device", "cuda"])
+    result = CliRunner().invoke(main, ["detect", str(REPO / "README.md"), "--device", "cuda"])
     assert result.exit_code == 1
-    assert "--device cuda: no CUDA device is visible here" in result.output
+    assert "device 'cuda': no CUDA device is visible here; use cpu" in result.output
 
 
 @pytest.mark.parametrize(

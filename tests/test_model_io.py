@@ -7,15 +7,15 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from pipeline.artifacts.exported_model import load_detector, save_detector
+from pipeline.artifacts.exported_model import load_detector
 from pipeline.artifacts.model_files import content_digest, load_model, save_model
 from pipeline.artifacts.provenance import Provenance
 from pipeline.cli.main import main
 from pipeline.config import to_dict
 from pipeline.data.records import BACKGROUND_CLASS
 from pipeline.errors import ArtifactError
-from pipeline.model.faster_rcnn import DetectorConfig, FasterRCNN
-from tests.conftest import detector_config
+from pipeline.model.faster_rcnn import DetectorConfig
+from tests.conftest import detector_config, exported_detector
 from tests.test_backbones import Exploit
 
 PROVENANCE = Provenance("step1_rpn", params={"rpn": {"channels": 8}}, inputs={"x": "abc"})
@@ -137,18 +137,6 @@ def test_a_detector_config_from_before_the_test_time_keys_detects_as_the_paper(p
     assert tuple(getattr(detect, key) for key in keys) == (0.7, True, (1.0, 1.5), True, 50)
 
 
-def exported(path: Path, params, change=lambda config: None) -> Path:
-    """An exported detector of `params` (random weights), its config changed by `change`."""
-    config = detector_config(params, (BACKGROUND_CLASS, "cat", "dog"))
-    model = FasterRCNN.from_config(config)
-    parts = {name: getattr(model, name).state_dict() for name in ("backbone", "rpn", "head")}
-    save_detector(path, Provenance("export", {}, {}), config, parts)
-    saved = torch.load(path, weights_only=True)
-    change(saved["config"])
-    save_model(path, Provenance("export", {}, {}), saved["parts"], config=saved["config"])
-    return path
-
-
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -168,7 +156,7 @@ def exported(path: Path, params, change=lambda config: None) -> Path:
 def test_a_tampered_exported_detector_is_refused_naming_file_and_key(
     tmp_path, params, change, message
 ):
-    path = exported(tmp_path / "model.pt", params, change)
+    path = exported_detector(tmp_path / "model.pt", params, change)
     image = tmp_path / "a.png"
     Image.new("RGB", (40, 30)).save(image)
     result = CliRunner().invoke(main, ["detect", str(image), "--model", str(path),
@@ -179,5 +167,5 @@ def test_a_tampered_exported_detector_is_refused_naming_file_and_key(
 
 
 def test_an_untampered_exported_detector_loads(tmp_path, params):
-    detector = load_detector(exported(tmp_path / "model.pt", params))
+    detector = load_detector(exported_detector(tmp_path / "model.pt", params))
     assert detector.config.classes == (BACKGROUND_CLASS, "cat", "dog")

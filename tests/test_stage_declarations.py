@@ -20,6 +20,7 @@ LAYERS = (
     ("evaluation",),
     ("artifacts",),
     ("training",),
+    ("api",),
     ("cli",),
 )
 LEVEL = {name: level for level, names in enumerate(LAYERS) for name in names}

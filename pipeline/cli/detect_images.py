@@ -1,32 +1,59 @@
-"""`frcnn detect`: the exported detector on image files, results as COCO JSON."""
+"""`frcnn detect`: the exported detector on image files, folders and globs, results as COCO
+JSON."""
 
 from __future__ import annotations
 
+import glob
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
-from pipeline.data.images import decode_image, read_image_bytes
+from pipeline.api import Detections
+from pipeline.errors import FrcnnError
 from pipeline.evaluation.drawing import DETECTION, draw_boxes
-from pipeline.model.faster_rcnn import FasterRCNN
+
+# What a folder given to `frcnn detect` is searched for (case-insensitive).
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 
 
-def detect_file(
-    detector: FasterRCNN, path: Path, score_thresh: float
-) -> tuple[np.ndarray, list[dict]]:
-    """The image's pixels and its detections (COCO result dicts, with names), or DatasetError."""
-    pixels = np.asarray(decode_image(read_image_bytes(path), path))
-    with torch.no_grad():
-        found = detector.detect(pixels)
-    classes = detector.config.classes
+def image_paths(arguments: Sequence[Path]) -> list[Path]:
+    """The image files named by `arguments`, in order: a file as it is (an unreadable one is
+    reported when it is read), a folder as the image files below it, sorted, and a pattern
+    with *, ? or [ as the files it matches, sorted. A folder or pattern without images is an
+    error, as a typo there would otherwise detect nothing in silence."""
+    paths: list[Path] = []
+    for argument in arguments:
+        text = str(argument)
+        if argument.is_dir():
+            found = sorted(
+                p for p in argument.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+            )
+            if not found:
+                raise FrcnnError(f"{argument}: a folder with no image files ({_suffixes()})")
+        elif glob.has_magic(text) and not argument.exists():
+            found = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file())
+            if not found:
+                raise FrcnnError(f"{argument}: no file matches this pattern")
+        else:
+            found = [argument]
+        paths += found
+    return paths
+
+
+def _suffixes() -> str:
+    return ", ".join(sorted(IMAGE_SUFFIXES))
+
+
+def coco_results(path: Path, found: Detections, score_thresh: float) -> list[dict]:
+    """The detections of the image at `path` as COCO result dicts, with class names."""
     results = []
-    for box, score, label in zip(
-        found["boxes"].tolist(), found["scores"].tolist(), found["labels"].tolist(), strict=True
-    ):
+    for box, score, label, name in zip(
+        found.boxes.tolist(), found.scores.tolist(), found.labels.tolist(), found.names,
+        strict=True,
+    ):  # fmt: skip
         if score < score_thresh:
             continue
         x1, y1, x2, y2 = (round(v, 2) for v in box)
@@ -34,12 +61,12 @@ def detect_file(
             {
                 "file_name": str(path),
                 "category_id": int(label),
-                "category_name": classes[int(label)],
+                "category_name": name,
                 "bbox": [x1, y1, round(x2 - x1, 2), round(y2 - y1, 2)],
                 "score": round(score, 5),
             }
         )
-    return pixels, results
+    return results
 
 
 def draw_results(pixels: np.ndarray, results: list[dict], out: Path) -> None:

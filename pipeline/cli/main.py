@@ -7,12 +7,11 @@ import sys
 from pathlib import Path
 
 import click
-import torch
 
-from pipeline.artifacts.exported_model import load_detector
+from pipeline.api import VIEWS, Detector, Views, as_rgb
 from pipeline.artifacts.model_files import verify_model_file
 from pipeline.artifacts.store import verify_artifact
-from pipeline.cli.detect_images import detect_file, draw_results, drawing_paths
+from pipeline.cli.detect_images import coco_results, draw_results, drawing_paths, image_paths
 from pipeline.cli.dvc_yaml import dvc_yaml_problems, dvc_yaml_text
 from pipeline.cli.inspect_artifact import damage_found, describe_artifact, format_description
 from pipeline.cli.show_image import LAYERS, draw_layers
@@ -249,7 +248,23 @@ def dvc_yaml(ctx: click.Context, check_path: Path | None, write_to: Path | None)
     help="Also write each image with its detections as a PNG here.",
 )
 @click.option("--score-thresh", default=0.5, show_default=True, callback=_fraction)
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option(
+    "--views",
+    type=click.Choice(VIEWS),
+    default="exported",
+    show_default=True,
+    help="exported: the test-time views the evaluation measured; one: each image once, at its "
+    "own size (several times faster).",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Images read and detected together (with --views one, images of one size share a "
+    "forward pass).",
+)
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
 @click.pass_context
 def detect(
     ctx: click.Context,
@@ -258,34 +273,48 @@ def detect(
     out: Path,
     draw: Path | None,
     score_thresh: float,
+    views: Views,
+    batch_size: int,
     device: str,
 ) -> None:
-    """Detect objects in IMAGES with the exported model; unreadable images are skipped."""
+    """Detect objects in IMAGES (files, folders, or quoted patterns such as 'photos/*.jpg')
+    with the exported model; images that cannot be read are reported and skipped."""
+    state = {"images": 0, "failed": 0}
 
-    def run() -> int:
-        if device == "cuda" and not torch.cuda.is_available():
-            raise FrcnnError("--device cuda: no CUDA device is visible here; use --device cpu")
-        detector = load_detector(model_path).to(device)
-        drawings = drawing_paths(images, draw) if draw is not None else {}
-        results, failed = [], 0
+    def run() -> None:
+        paths = image_paths(images)
+        state["images"] = len(paths)
+        detector = Detector.load(model_path, device)
+        drawings = drawing_paths(paths, draw) if draw is not None else {}
+        results: list[dict] = []
         try:
-            with click.progressbar(images, label="detect", file=sys.stderr) as bar:
-                for path in bar:
-                    try:
-                        pixels, found = detect_file(detector, path, score_thresh)
-                    except FrcnnError as exc:  # a bad image: say so, and go on with the rest
-                        failed += 1
-                        click.echo(f"\nerror: {exc}", err=True)
-                        continue
-                    results += found
-                    if path in drawings:
-                        draw_results(pixels, found, drawings[path])
+            with click.progressbar(length=len(paths), label="detect", file=sys.stderr) as bar:
+                for start in range(0, len(paths), batch_size):
+                    batch = paths[start : start + batch_size]
+                    readable = []
+                    for path in batch:
+                        try:
+                            readable.append((path, as_rgb(path)))
+                        except FrcnnError as exc:  # a bad image: say so, and go on
+                            state["failed"] += 1
+                            click.echo(f"\nerror: {exc}", err=True)
+                    found = detector.detect(
+                        [pixels for _, pixels in readable], max(len(readable), 1), views
+                    )
+                    for (path, pixels), detections in zip(readable, found, strict=True):
+                        kept = coco_results(path, detections, score_thresh)
+                        results += kept
+                        if path in drawings:
+                            draw_results(pixels, kept, drawings[path])
+                    bar.update(len(batch))
         finally:  # whatever stops the run, the results found so far are kept
             out.write_text(json.dumps(results, indent=1) + "\n")
-        click.echo(f"{len(results)} detections in {len(images) - failed} images -> {out}")
-        return failed
+        read = len(paths) - state["failed"]
+        click.echo(f"{len(results)} detections in {read} images -> {out}")
 
-    failed = report_errors(ctx.obj["debug"], run)
-    if failed:
-        click.echo(f"error: {failed} of {len(images)} images could not be read", err=True)
+    report_errors(ctx.obj["debug"], run)
+    if state["failed"]:
+        click.echo(
+            f"error: {state['failed']} of {state['images']} images could not be read", err=True
+        )
         sys.exit(1)
