@@ -16,7 +16,6 @@ together.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,18 +27,9 @@ from PIL import Image
 from torch import Tensor
 
 from pipeline.artifacts.exported_model import load_detector
-from pipeline.data.images import (
-    TO_RGB,
-    decode_image,
-    normalise,
-    read_image_bytes,
-    resize_scale,
-    resized_shape,
-)
+from pipeline.data.images import TO_RGB, decode_image, read_image_bytes
 from pipeline.errors import FrcnnError
-from pipeline.model.faster_rcnn import FasterRCNN, class_boxes, post_processed
-from pipeline.model.roi_head import rois_with_batch_index
-from pipeline.model.rpn import view_proposals
+from pipeline.model.faster_rcnn import FasterRCNN
 
 ImageLike = str | Path | Image.Image | np.ndarray | Tensor
 Views = Literal["exported", "one"]
@@ -147,60 +137,17 @@ class Detector:
     def _detect_batch(self, batch: list[np.ndarray], views: Views) -> list[Detections]:
         if views == "exported":
             return [self._detections(self.model.detect(pixels)) for pixels in batch]
-        inputs = [self._network_input(pixels) for pixels in batch]
-        found: list[Detections | None] = [None] * len(batch)
+        inputs = [self.model.network_input(pixels) for pixels in batch]
+        found: dict[int, Detections] = {}
         # Images of one padded size share a forward pass; padding a smaller image further
         # would change its features at the border, and so its detections.
         by_shape: dict[tuple[int, ...], list[int]] = {}
         for i, (image, _, _) in enumerate(inputs):
             by_shape.setdefault(tuple(image.shape), []).append(i)
         for members in by_shape.values():
-            outs = self._one_view([inputs[i] for i in members])
-            for i, out in zip(members, outs, strict=True):
-                found[i] = self._detections(out)
-        return [f for f in found if f is not None]
-
-    def _network_input(self, pixels: np.ndarray) -> tuple[Tensor, tuple[int, int], float]:
-        """The image resized as the detector was trained (shorter side to min_size, longer
-        capped at max_size), normalised and padded: what `FasterRCNN.detect` feeds it."""
-        config = self.model.config
-        height, width = pixels.shape[:2]
-        scale = resize_scale(height, width, config.min_size, config.max_size)
-        size = resized_shape(height, width, scale)
-        resized = np.asarray(
-            Image.fromarray(pixels).resize((size[1], size[0]), Image.Resampling.BILINEAR)
-        )
-        return normalise(resized, *size, flipped=False), size, scale
-
-    def _one_view(self, inputs: list[tuple[Tensor, tuple[int, int], float]]) -> list[dict]:
-        """One look at each image of a batch of equal padded size: the backbone and the head
-        run once for the batch, proposals and post-processing per image."""
-        model, config = self.model, self.model.config
-        features = model.backbone(torch.stack([image for image, _, _ in inputs]).to(self.device))
-        proposals = [
-            view_proposals(
-                model.rpn, features[i : i + 1], config.anchors, config.proposals, size, scale,
-                train=False,
-            )[0]
-            for i, (_, size, scale) in enumerate(inputs)
-        ]  # fmt: skip
-        class_logits, box_deltas = model.head(features, rois_with_batch_index(proposals))
-        counts = [len(p) for p in proposals]
-        one_view = dataclasses.replace(
-            config.detect, scales=(1.0,), flip=False, box_vote_iou=None, refine_boxes=False
-        )
-        outs = []
-        for (_, size, scale), boxes, logits, deltas in zip(
-            inputs,
-            proposals,
-            class_logits.split(counts),
-            box_deltas.split(counts),
-            strict=True,
-        ):
-            candidates = class_boxes(boxes, logits, deltas, size, config.roi.box_stds)
-            kept_boxes, scores, labels = post_processed(*candidates, one_view)
-            outs.append({"boxes": kept_boxes / scale, "scores": scores, "labels": labels})
-        return outs
+            outs = self.model.detect_one_view([inputs[i] for i in members])
+            found.update((i, self._detections(out)) for i, out in zip(members, outs, strict=True))
+        return [found[i] for i in range(len(batch))]
 
     def _detections(self, out: dict[str, Tensor]) -> Detections:
         labels = out["labels"].cpu().numpy().astype(np.int64)

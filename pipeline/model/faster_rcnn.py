@@ -248,14 +248,50 @@ class FasterRCNN(nn.Module):
         rescored = (scores + (torch.stack(again) * weights).sum(0)) / 2
         return clip_boxes_to_image(moved_boxes, image_size), rescored
 
-    @torch.no_grad()
-    def detect(self, pixels: np.ndarray) -> dict[str, Tensor]:
-        """Detections on one [H, W, 3] uint8 RGB image, in that image's pixel coordinates."""
+    def network_input(self, pixels: np.ndarray) -> tuple[Tensor, tuple[int, int], float]:
+        """An [H, W, 3] uint8 RGB image as the network takes it: resized as in training
+        (shorter side to min_size, longer capped at max_size), normalised, zero-padded; with
+        its resized size and the scale from the image's pixels to it."""
         height, width = pixels.shape[:2]
         scale = resize_scale(height, width, self.config.min_size, self.config.max_size)
         size = resized_shape(height, width, scale)
         resized = np.asarray(
             Image.fromarray(pixels).resize((size[1], size[0]), Image.Resampling.BILINEAR)
         )
+        return normalise(resized, *size, flipped=False), size, scale
+
+    @torch.no_grad()
+    def detect(self, pixels: np.ndarray) -> dict[str, Tensor]:
+        """Detections on one [H, W, 3] uint8 RGB image, in that image's pixel coordinates."""
+        image, size, scale = self.network_input(pixels)
         device = next(self.parameters()).device
-        return self.detect_view(normalise(resized, *size, flipped=False).to(device), size, scale)
+        return self.detect_view(image.to(device), size, scale)
+
+    @torch.no_grad()
+    def detect_one_view(
+        self, inputs: Sequence[tuple[Tensor, tuple[int, int], float]]
+    ) -> list[dict[str, Tensor]]:
+        """Detections with one view of each image and the paper's test time (no voting, no
+        refinement), for `network_input`s of one padded shape: the backbone and the head run
+        once for them all, proposals and post-processing image by image. Each image gets what
+        `detect_view` with one view gives it alone."""
+        device = next(self.parameters()).device
+        features = self.backbone(torch.stack([image for image, _, _ in inputs]).to(device))
+        proposals = [
+            view_proposals(
+                self.rpn, features[i : i + 1], self.config.anchors, self.config.proposals,
+                size, scale, train=False,
+            )[0]
+            for i, (_, size, scale) in enumerate(inputs)
+        ]  # fmt: skip
+        class_logits, box_deltas = self.head(features, rois_with_batch_index(proposals))
+        counts = [len(p) for p in proposals]
+        one_view = dataclasses.replace(self.config.detect, box_vote_iou=None)
+        found = []
+        for (_, size, scale), boxes, logits, deltas in zip(
+            inputs, proposals, class_logits.split(counts), box_deltas.split(counts), strict=True
+        ):
+            candidates = class_boxes(boxes, logits, deltas, size, self.config.roi.box_stds)
+            kept, scores, labels = post_processed(*candidates, one_view)
+            found.append({"boxes": kept / scale, "scores": scores, "labels": labels})
+        return found
